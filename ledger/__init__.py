@@ -1,0 +1,56 @@
+"""The write side: event types, their codec, the event store and the transition rules.
+
+Only this package inserts into the ``events`` table.
+"""
+
+from ledger.codec import decode, encode
+from ledger.decisions import TERMINAL, JobState, JobStatus, decide, fold
+from ledger.errors import (
+    ConcurrencyConflict,
+    InfrastructureError,
+    InvalidEvent,
+    MigrationError,
+    NotFound,
+    QgjobError,
+    TransitionRefused,
+)
+from ledger.store import (
+    Appended,
+    Checkpoint,
+    RecordedEvent,
+    StreamWrite,
+    append,
+    append_many,
+    read_after,
+    read_stream,
+    stream_version,
+)
+from ledger.wakeup import Listener, Notifier
+
+__all__ = [
+    "TERMINAL",
+    "Appended",
+    "Checkpoint",
+    "ConcurrencyConflict",
+    "InfrastructureError",
+    "InvalidEvent",
+    "JobState",
+    "JobStatus",
+    "Listener",
+    "MigrationError",
+    "NotFound",
+    "Notifier",
+    "QgjobError",
+    "RecordedEvent",
+    "StreamWrite",
+    "TransitionRefused",
+    "append",
+    "append_many",
+    "decide",
+    "decode",
+    "encode",
+    "fold",
+    "read_after",
+    "read_stream",
+    "stream_version",
+]

@@ -1,0 +1,56 @@
+"""Every error qgjob raises on purpose derives from QgjobError.
+
+Each class's docstring is its default message.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConcurrencyConflict",
+    "InfrastructureError",
+    "InvalidEvent",
+    "MigrationError",
+    "NotFound",
+    "QgjobError",
+    "TransitionRefused",
+]
+
+
+class QgjobError(Exception):
+    """Something went wrong in qgjob."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.__doc__)
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class ConcurrencyConflict(QgjobError):
+    """Another writer appended to the stream first; read it again and retry."""
+
+
+class TransitionRefused(QgjobError):
+    """The job's history does not allow this transition."""
+
+
+class InvalidEvent(QgjobError):
+    """The event does not match its schema."""
+
+    def __init__(self, message: str | None = None, *, field: str | None = None) -> None:
+        super().__init__(message)
+        #: The offending field's dotted path, when one field is to blame.
+        self.field = field
+
+
+class NotFound(QgjobError):
+    """No such thing."""
+
+
+class MigrationError(QgjobError):
+    """The database schema cannot be brought up to date."""
+
+
+class InfrastructureError(QgjobError):
+    """The device, build or executor failed; the tests themselves did not run to a verdict."""

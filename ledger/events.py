@@ -1,0 +1,302 @@
+"""The event types: every fact the ledger can record.
+
+Jobs, groups and devices are streams; each event belongs to one stream. Events
+are plain frozen data: what happened, never how to store it (that is
+ledger/codec.py) or whether it may happen (that is ledger/decisions.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import re
+from typing import Any
+from uuid import UUID
+
+import attrs
+from attrs import field, validators
+
+__all__ = [
+    "ALL_EVENT_TYPES",
+    "DEVICE_EVENTS",
+    "JOB_EVENTS",
+    "PRIORITY_DEFAULT",
+    "PRIORITY_MAX",
+    "PRIORITY_MIN",
+    "AppInstalled",
+    "BuildUploaded",
+    "DeviceHeartbeat",
+    "DeviceRegistered",
+    "DeviceRetired",
+    "Event",
+    "FailureKind",
+    "JobAssigned",
+    "JobCancelled",
+    "JobFailed",
+    "JobGrouped",
+    "JobLeaseExpired",
+    "JobPassed",
+    "JobRetryScheduled",
+    "JobStarted",
+    "JobSubmitted",
+    "JobTimedOut",
+    "Metadata",
+    "Target",
+    "TimeoutKind",
+]
+
+PRIORITY_MIN, PRIORITY_DEFAULT, PRIORITY_MAX = 1, 5, 10
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$")
+
+
+class Target(enum.StrEnum):
+    """The kind of device a test runs on."""
+
+    EMULATOR = "emulator"
+    DEVICE = "device"
+    BROWSERSTACK = "browserstack"
+
+
+class FailureKind(enum.StrEnum):
+    #: The tests ran and at least one failed.
+    TEST = "test"
+    #: The device, the build or the executor failed before a verdict.
+    INFRASTRUCTURE = "infrastructure"
+
+
+class TimeoutKind(enum.StrEnum):
+    #: The job waited in the queue longer than it allowed.
+    QUEUE = "queue"
+    #: The job ran longer than it allowed and was killed.
+    RUN = "run"
+
+
+def _name(_instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not _NAME.match(value):
+        raise ValueError(
+            f"'{attribute.name}' must be 1 to 200 letters, digits or ._:/@+- "
+            f"starting with a letter or digit (got {value!r})"
+        )
+
+
+_text = validators.and_(validators.instance_of(str), validators.max_len(4096))
+_positive = validators.gt(0)
+
+
+def _optional_text(max_len: int) -> Any:
+    return validators.optional(validators.max_len(max_len))
+
+
+@attrs.frozen(kw_only=True)
+class Metadata:
+    """Who caused an event and why; stored beside every event."""
+
+    #: The organisation the event belongs to; scopes every read.
+    org_id: str
+    #: Who wrote it: "api", "projector", "runner:<agent>", "cli", ...
+    actor: str
+    #: Ties together every event caused by one user action (e.g. one submit).
+    correlation_id: UUID | None = None
+    #: The event (position) or request that directly caused this one.
+    causation_id: str | None = None
+    #: The HTTP request id, when the event came in through the API.
+    request_id: str | None = None
+
+
+# ---- job stream ------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class JobSubmitted:
+    """A user asked for one test to run against one app build."""
+
+    #: The organisation that owns the job.
+    org_id: str = field(validator=_name)
+    #: The app build under test; jobs of one build share a device install.
+    app_version_id: str = field(validator=_name)
+    #: The AppWright spec to run, relative to the test project.
+    test_path: str = field(validator=validators.and_(_text, validators.min_len(1)))
+    #: Which kind of device runs it.
+    target: Target
+    #: 1 (lowest) to 10 (highest); higher runs first, and waiting raises it further.
+    priority: int = field(
+        default=PRIORITY_DEFAULT,
+        validator=[validators.ge(PRIORITY_MIN), validators.le(PRIORITY_MAX)],
+    )
+    #: Where the app binary is: a path, a URL or a BrowserStack ``bs://`` id.
+    build: str | None = field(default=None, validator=_optional_text(2048))
+    #: The repository and commit the test run belongs to, for people and grouping.
+    repo: str | None = field(default=None, validator=_optional_text(512))
+    commit: str | None = field(default=None, validator=_optional_text(128))
+    #: Free labels; the ``tag`` grouping strategy uses the first one.
+    tags: tuple[str, ...] = field(default=(), validator=validators.max_len(32))
+    #: The suite (run) this job was submitted with, if any.
+    run_id: UUID | None = None
+    #: How many attempts a test failure may use; infrastructure errors are retried regardless.
+    max_attempts: int = field(default=1, validator=[_positive, validators.le(10)])
+    #: Run timeout in seconds; the runner's default when absent.
+    timeout_s: float | None = field(default=None, validator=validators.optional(_positive))
+    #: How long the job may wait to start before it times out; no limit when absent.
+    queue_timeout_s: float | None = field(
+        default=None, validator=validators.optional(_positive)
+    )
+
+
+@attrs.frozen(kw_only=True)
+class JobGrouped:
+    """The grouping strategy put the job in a group."""
+
+    group_id: UUID
+    #: The strategy's name and the key it computed.
+    strategy: str
+    group_key: str
+
+
+@attrs.frozen(kw_only=True)
+class JobAssigned:
+    """A device slot claimed the job for one attempt."""
+
+    #: 1 for the first attempt, then one more for each retry.
+    attempt: int = field(validator=_positive)
+    device_id: UUID
+    agent_id: str
+
+
+@attrs.frozen(kw_only=True)
+class JobStarted:
+    attempt: int = field(validator=_positive)
+
+
+@attrs.frozen(kw_only=True)
+class JobPassed:
+    attempt: int = field(validator=_positive)
+    duration_s: float
+    #: The end of the test's output.
+    output: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class JobFailed:
+    """The attempt failed; final unless a JobRetryScheduled follows."""
+
+    attempt: int = field(validator=_positive)
+    kind: FailureKind
+    reason: str
+    duration_s: float | None = None
+    output: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class JobRetryScheduled:
+    """The job goes back to the queue for another attempt, not before *not_before*."""
+
+    #: The attempt that failed.
+    attempt: int = field(validator=_positive)
+    not_before: dt.datetime
+    reason: str
+
+
+@attrs.frozen(kw_only=True)
+class JobCancelled:
+    reason: str = "cancelled by user"
+    #: The attempt that was running when it was cancelled, if one was.
+    attempt: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class JobLeaseExpired:
+    """The agent running the attempt stopped renewing its lease; the attempt is void."""
+
+    attempt: int = field(validator=_positive)
+    agent_id: str
+
+
+@attrs.frozen(kw_only=True)
+class JobTimedOut:
+    kind: TimeoutKind
+    reason: str
+    attempt: int | None = None
+
+
+# ---- device stream ---------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class DeviceRegistered:
+    """An agent offers a device slot."""
+
+    name: str
+    target: Target
+    agent_id: str
+    #: Free capabilities, e.g. platform, osVersion, device name, udid.
+    capabilities: dict[str, str] = field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class DeviceHeartbeat:
+    """Kept for audits of long outages; liveness itself is a lease, not an event."""
+
+    agent_id: str
+
+
+@attrs.frozen(kw_only=True)
+class AppInstalled:
+    """The app build was installed on the device, once for every job of a batch."""
+
+    app_version_id: str
+    #: The group whose batch the install served.
+    group_id: UUID | None = None
+
+
+@attrs.frozen(kw_only=True)
+class BuildUploaded:
+    """A build was uploaded to a cloud provider; later batches reuse *reference*."""
+
+    app_version_id: str
+    #: E.g. a BrowserStack ``bs://`` id.
+    reference: str
+
+
+@attrs.frozen(kw_only=True)
+class DeviceRetired:
+    reason: str
+
+
+JOB_EVENTS: tuple[type, ...] = (
+    JobSubmitted,
+    JobGrouped,
+    JobAssigned,
+    JobStarted,
+    JobPassed,
+    JobFailed,
+    JobRetryScheduled,
+    JobCancelled,
+    JobLeaseExpired,
+    JobTimedOut,
+)
+DEVICE_EVENTS: tuple[type, ...] = (
+    DeviceRegistered,
+    DeviceHeartbeat,
+    AppInstalled,
+    BuildUploaded,
+    DeviceRetired,
+)
+ALL_EVENT_TYPES: tuple[type, ...] = JOB_EVENTS + DEVICE_EVENTS
+
+Event = (
+    JobSubmitted
+    | JobGrouped
+    | JobAssigned
+    | JobStarted
+    | JobPassed
+    | JobFailed
+    | JobRetryScheduled
+    | JobCancelled
+    | JobLeaseExpired
+    | JobTimedOut
+    | DeviceRegistered
+    | DeviceHeartbeat
+    | AppInstalled
+    | BuildUploaded
+    | DeviceRetired
+)

@@ -1,0 +1,33 @@
+-- name: append
+-- One statement for any number of events on any number of streams, so an append is one
+-- round trip and all or nothing. Rows come in as parallel arrays, in order.
+insert into events (stream_id, version, type, data, metadata)
+select w.stream_id, events_expect_version(w.stream_id, w.expected) + w.offset_in_write,
+       w.type, w.data, w.metadata
+from unnest(
+    %(stream_ids)s::uuid[], %(expected)s::integer[], %(offsets)s::integer[],
+    %(types)s::text[], %(datas)s::jsonb[], %(metadatas)s::jsonb[]
+) with ordinality as w(stream_id, expected, offset_in_write, type, data, metadata, ord)
+order by w.ord
+returning position, stream_id, version, recorded_at;
+
+-- name: read_stream
+select position, stream_id, version, type, data, metadata, recorded_at, txid::text::bigint
+from events
+where stream_id = %(stream_id)s
+order by version;
+
+-- name: read_after
+-- Commit-safe tailing. Only rows written by transactions older than every transaction
+-- still running (below the snapshot's xmin) are read: such a transaction has ended, so no
+-- row can later appear before them in (txid, position) order. A transaction still running
+-- holds the reader back until it ends, instead of being skipped when it commits late.
+select position, stream_id, version, type, data, metadata, recorded_at, txid::text::bigint
+from events
+where (txid, position) > (%(txid)s::text::xid8, %(position)s)
+  and txid < pg_snapshot_xmin(pg_current_snapshot())
+order by txid, position
+limit %(limit)s;
+
+-- name: stream_version
+select coalesce(max(version), 0) from events where stream_id = %(stream_id)s;

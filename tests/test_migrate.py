@@ -1,0 +1,89 @@
+"""Migrations: applied once, in order, under a lock; edits to applied files are refused."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from ledger import MigrationError
+from ledger.migrate import MIGRATIONS_DIR, apply_migrations, discover_migrations
+
+
+def _applied(url: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        return [r[0] for r in conn.execute("select name from schema_migrations order by version")]
+
+
+def test_applying_twice_is_a_no_op(empty_db_url: str) -> None:
+    first = apply_migrations(empty_db_url)
+    assert first == [m.name for m in discover_migrations()]
+    assert apply_migrations(empty_db_url) == []
+    assert _applied(empty_db_url) == first
+
+
+def test_two_migrators_racing_end_with_one_applied_set(empty_db_url: str) -> None:
+    results: list[list[str] | BaseException] = []
+
+    def migrate() -> None:
+        try:
+            results.append(apply_migrations(empty_db_url))
+        except BaseException as error:  # reported below
+            results.append(error)
+
+    threads = [threading.Thread(target=migrate) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not [r for r in results if isinstance(r, BaseException)]
+    names = [m.name for m in discover_migrations()]
+    assert sorted(results, key=len) == [[], [], [], names]
+    assert _applied(empty_db_url) == names
+
+
+def test_an_edited_applied_migration_is_refused(empty_db_url: str, tmp_path: Path) -> None:
+    directory = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, directory)
+    apply_migrations(empty_db_url, directory)
+    first = sorted(directory.glob("*.sql"))[0]
+    first.write_text(first.read_text() + "\n-- a later edit\n")
+    with pytest.raises(MigrationError, match=f"{first.name} was edited after it was applied"):
+        apply_migrations(empty_db_url, directory)
+
+
+def test_a_failing_migration_leaves_nothing_half_applied(
+    empty_db_url: str, tmp_path: Path
+) -> None:
+    directory = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, directory)
+    (directory / "900_broken.sql").write_text(
+        "-- broken on purpose\ncreate table half_done (id int);\nselect no_such_function();\n"
+    )
+    with pytest.raises(psycopg.errors.UndefinedFunction):
+        apply_migrations(empty_db_url, directory)
+    with psycopg.connect(empty_db_url) as conn:
+        assert conn.execute("select to_regclass('half_done')").fetchone() == (None,)
+    assert "900_broken.sql" not in _applied(empty_db_url)
+
+
+def test_every_migration_opens_with_a_comment() -> None:
+    for migration in discover_migrations():
+        assert migration.sql.startswith("-- "), migration.name
+
+
+def test_migrated_schema_has_what_the_code_expects(db_url: str) -> None:
+    with psycopg.connect(db_url) as conn:
+        columns = [
+            r[0]
+            for r in conn.execute(
+                "select column_name from information_schema.columns "
+                "where table_name = 'events' order by ordinal_position"
+            )
+        ]
+    assert columns == [
+        "position", "stream_id", "version", "type", "data", "metadata", "recorded_at", "txid",
+    ]
