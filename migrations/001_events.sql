@@ -19,7 +19,6 @@ create table events (
 );
 
 create index events_commit_order on events (txid, position);
-create index events_type on events (type);
 
 create function events_refuse_change() returns trigger
 language plpgsql as $$
