@@ -24,5 +24,12 @@ lint: $(STAMP)
 bench: $(STAMP)
 	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done
 
+man: man/qgjob.1
+
+man/qgjob.1: qgjob.py $(STAMP)
+	mkdir -p man
+	$(BIN)/argparse-manpage --pyfile qgjob.py --function build_parser --project-name qgjob \
+		--description "submit and follow AppWright test jobs on a qgjob server" --output $@
+
 clean:
 	rm -rf $(VENV) .qgjob

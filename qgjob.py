@@ -1,0 +1,914 @@
+#!/usr/bin/env python3
+"""qgjob: submit AppWright test jobs to a qgjob server, follow them, wait for their results.
+
+Standard library only, so a CI step can run ``python3 qgjob.py`` with nothing installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import http.client
+import json
+import math
+import os
+import re
+import shutil
+import socket
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NoReturn
+
+__all__ = [
+    "Client",
+    "build_parser",
+    "expand_tests",
+    "junit_xml",
+    "main",
+    "outcome",
+    "results_table",
+    "run",
+    "submit_body",
+    "wait_for",
+    "write_junit",
+]
+
+Json = dict[str, Any]
+
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+TARGETS = ("emulator", "device", "browserstack")
+#: Every job status, in lifecycle order (the order progress counts are shown in).
+STATUSES = (
+    "submitted",
+    "grouped",
+    "assigned",
+    "running",
+    "retrying",
+    "passed",
+    "failed",
+    "cancelled",
+    "timed_out",
+)
+TERMINAL = frozenset({"passed", "failed", "cancelled", "timed_out"})
+UNSUCCESSFUL = frozenset({"failed", "cancelled", "timed_out"})
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_TIMEOUT = 3
+EXIT_UNREACHABLE = 4
+EXIT_INTERRUPTED = 130
+
+DEFAULT_WAIT_TIMEOUT_S = 1800.0
+#: Seconds one long-poll asks the server to hold the request open.
+LONG_POLL_S = 25
+#: On a terminal the long-poll is shorter so the live progress line moves.
+LONG_POLL_TTY_S = 5
+#: Floor between two long-polls, in case a server answers before the requested wait.
+MIN_POLL_GAP_S = 1.0
+#: Socket timeout of a plain request; a long-poll adds its wait to it.
+REQUEST_TIMEOUT_S = 10.0
+RETRY_BASE_S = 0.2
+RETRY_CAP_S = 3.0
+#: Retries of one request stop once the next pause would take it past this.
+RETRY_BUDGET_S = 10.0
+RETRY_STATUSES = frozenset({502, 503, 504})
+USER_AGENT = "qgjob-cli"
+EVENT_OUTPUT_LINES = 40
+
+DESCRIPTION = """\
+Submit AppWright end-to-end test jobs to a qgjob server, follow them, and wait
+for their results. The server queues the jobs, groups them by app version and
+target so each app build is installed once per device, and runs them."""
+
+EPILOG = """\
+exit status:
+  0  success; with --wait or wait: every job passed
+  1  a test failed, or a job was cancelled or timed out
+  2  usage or configuration error, or the server refused the request (HTTP 4xx)
+  3  --timeout elapsed before every job finished
+  4  the server could not be reached, or it failed (HTTP 5xx)
+
+environment:
+  QGJOB_SERVER  server URL when --server is not given
+  QGJOB_TOKEN   API token when --token is not given
+
+example:
+  qgjob submit --org-id=qualgent --app-version-id=xyz123 \\
+      --test='tests/*.spec.js' --target=device --wait --junit=junit.xml"""
+
+
+class CliError(Exception):
+    """The command failed; the message is printed as one line on stderr."""
+
+    exit_code = EXIT_USAGE
+
+
+class ServerUnreachable(CliError):
+    """The server could not be reached."""
+
+    exit_code = EXIT_UNREACHABLE
+
+    def __init__(self, server: str, reason: str) -> None:
+        super().__init__(
+            f"cannot reach the qgjob server at {server} ({reason}); "
+            "start one with 'make up' or set --server/QGJOB_SERVER"
+        )
+
+
+class ApiError(CliError):
+    """The server answered with an error response."""
+
+    def __init__(
+        self, server: str, status: int, message: str, code: str | None, field: str | None
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.field = field
+        self.exit_code = EXIT_USAGE if status < 500 else EXIT_UNREACHABLE
+        details = [f"field {field}"] if field else []
+        details.append(f"HTTP {status} {code}" if code else f"HTTP {status}")
+        text = f"{message} ({'; '.join(details)})"
+        super().__init__(text if status < 500 else f"the qgjob server at {server} failed: {text}")
+
+
+class BadResponse(CliError):
+    """The server answered with something that is not the API's JSON."""
+
+    exit_code = EXIT_UNREACHABLE
+
+
+class _Retryable(Exception):
+    """A failure worth another try; ``error`` is what the user sees if none succeeds."""
+
+    def __init__(self, error: CliError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+# --- HTTP ---------------------------------------------------------------------------------
+
+
+class Client:
+    """JSON over HTTP to one qgjob server, with bounded retries of transient failures."""
+
+    def __init__(self, server: str, token: str | None = None) -> None:
+        self.server = server.rstrip("/")
+        self.token = token
+
+    def get(self, path: str, query: dict[str, Any] | None = None, *, wait_s: int = 0) -> Json:
+        return self.request("GET", path, query=query, timeout=REQUEST_TIMEOUT_S + wait_s)
+
+    def post(
+        self, path: str, body: Json | None = None, *, headers: dict[str, str] | None = None
+    ) -> Json:
+        return self.request("POST", path, body=body, headers=headers)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, Any] | None = None,
+        body: Json | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = REQUEST_TIMEOUT_S,
+    ) -> Json:
+        """Send one request, retrying connection failures and 502/503/504 with backoff.
+
+        Retrying a POST is safe only because callers that create things send an
+        Idempotency-Key, which goes out unchanged on every try.
+        """
+        url = self.server + path
+        params = {k: v for k, v in (query or {}).items() if v is not None}
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
+        all_headers = {"Accept": "application/json", "User-Agent": USER_AGENT, **(headers or {})}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            all_headers["Content-Type"] = "application/json"
+        if self.token:
+            all_headers["Authorization"] = f"Bearer {self.token}"
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            req = urllib.request.Request(url, data=data, headers=all_headers, method=method)
+            try:
+                return self._send(req, timeout)
+            except _Retryable as retryable:
+                pause = min(RETRY_CAP_S, RETRY_BASE_S * 2**attempt)
+                if time.monotonic() - started + pause > RETRY_BUDGET_S:
+                    raise retryable.error from None
+                attempt += 1
+                time.sleep(pause)
+
+    def _send(self, req: urllib.request.Request, timeout: float) -> Json:
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as response:
+                payload: bytes = response.read()
+        except urllib.error.HTTPError as exc:
+            try:
+                error = self._api_error(exc.code, exc.read())
+            finally:
+                exc.close()
+            if exc.code in RETRY_STATUSES:
+                raise _Retryable(error) from exc
+            raise error from exc
+        except (OSError, http.client.HTTPException) as exc:
+            cause: object = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            unreachable = ServerUnreachable(self.server, _describe_failure(cause))
+            if isinstance(cause, ConnectionError | TimeoutError | http.client.HTTPException):
+                raise _Retryable(unreachable) from exc
+            raise unreachable from exc
+        return self._decode(payload)
+
+    def _decode(self, payload: bytes) -> Json:
+        try:
+            document = json.loads(payload)
+        except ValueError:
+            document = None
+        if not isinstance(document, dict):
+            raise BadResponse(f"the qgjob server at {self.server} sent a response that is not JSON")
+        return document
+
+    def _api_error(self, status: int, payload: bytes) -> ApiError:
+        try:
+            error = json.loads(payload)["error"]
+            message = str(error["message"])
+            code, field = error.get("code"), error.get("field")
+        except (ValueError, KeyError, TypeError):
+            reason = http.client.responses.get(status, "error")
+            return ApiError(self.server, status, f"{reason}, not from the qgjob API", None, None)
+        return ApiError(
+            self.server,
+            status,
+            message,
+            None if code is None else str(code),
+            None if field is None else str(field),
+        )
+
+
+def _describe_failure(cause: object) -> str:
+    if isinstance(cause, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(cause, ConnectionResetError | http.client.RemoteDisconnected):
+        return "connection reset"
+    if isinstance(cause, TimeoutError):
+        return "timed out"
+    if isinstance(cause, socket.gaierror):
+        return "unknown host"
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror.lower()
+    return str(cause) or type(cause).__name__
+
+
+def _path(*parts: str) -> str:
+    return "/" + "/".join(urllib.parse.quote(part, safe="") for part in parts)
+
+
+# --- submit -------------------------------------------------------------------------------
+
+
+def expand_tests(patterns: Iterable[str], cwd: str | None = None) -> list[str]:
+    """Expand glob patterns that match files under ``cwd``; keep the rest as given.
+
+    Order is preserved and duplicates dropped, so ``--test a.spec.js --test '*.spec.js'``
+    submits ``a.spec.js`` once.
+    """
+    base = cwd or os.getcwd()
+    tests: dict[str, None] = {}
+    for pattern in patterns:
+        matches = sorted(
+            path
+            for path in glob.glob(pattern, root_dir=base, recursive=True)
+            if os.path.isfile(os.path.join(base, path))
+        )
+        tests.update(dict.fromkeys(matches or [pattern]))
+    return list(tests)
+
+
+def submit_body(args: argparse.Namespace, cwd: str | None = None) -> Json:
+    """The POST /jobs body for parsed ``submit`` arguments: one job, or a suite of several."""
+    tests = expand_tests(args.tests, cwd)
+    body: Json = {"org_id": args.org_id, "app_version_id": args.app_version_id}
+    if len(tests) == 1:
+        body["test_path"] = tests[0]
+    else:
+        body["tests"] = tests
+    body["target"] = args.target
+    optional = {
+        "priority": args.priority,
+        "build": args.build,
+        "repo": args.repo,
+        "commit": args.commit,
+        "tags": args.tags,
+        "max_attempts": None if args.retries is None else args.retries + 1,
+        "force": args.force or None,
+    }
+    body.update((key, value) for key, value in optional.items() if value is not None)
+    return body
+
+
+def _cmd_submit(args: argparse.Namespace, client: Client) -> int:
+    body = submit_body(args)
+    response = client.post("/jobs", body, headers={"Idempotency-Key": str(uuid.uuid4())})
+    suite = "tests" in body
+    if not args.wait:
+        if args.json:
+            _print_json(response)
+        elif suite:
+            print(response["run_id"])
+            for job in response["jobs"]:
+                print(f"{job['job_id']}\t{job['test_path']}")
+        else:
+            print(response["job_id"])
+        return EXIT_OK
+    if suite:
+        run_id = str(response["run_id"])
+        _note(f"submitted run {run_id} ({len(response['jobs'])} jobs)")
+        return _wait_and_report(args, client, run_id=run_id)
+    job_id = str(response["job_id"])
+    _note(f"submitted job {job_id}")
+    return _wait_and_report(args, client, job_id=job_id)
+
+
+# --- waiting ------------------------------------------------------------------------------
+
+
+class Progress:
+    """Counts by status on stderr: one rewritten line on a terminal, else a line per change."""
+
+    def __init__(self, label: str) -> None:
+        self.live = sys.stderr.isatty()
+        self._label = label
+        self._started = time.monotonic()
+        self._last = ""
+        self._width = 0
+
+    def update(self, counts: dict[str, int]) -> None:
+        text = f"{self._label}: {_format_counts(counts)}"
+        if self.live:
+            line = f"{text} [{time.monotonic() - self._started:.0f}s]"
+            line = line[: max(20, shutil.get_terminal_size().columns - 1)]
+            sys.stderr.write("\r" + line.ljust(self._width))
+            self._width = len(line)
+        elif text != self._last:
+            sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+        self._last = text
+
+    def close(self) -> None:
+        if self.live and self._width:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def _format_counts(counts: dict[str, int]) -> str:
+    ordered = [s for s in STATUSES if counts.get(s)] + sorted(set(counts) - set(STATUSES))
+    total = sum(counts.values())
+    done = sum(n for status, n in counts.items() if status in TERMINAL)
+    parts = ", ".join(f"{counts[status]} {status}" for status in ordered if counts[status])
+    return f"{parts or 'no jobs'} ({done}/{total} done)"
+
+
+def _job_view(job: Json) -> Json:
+    """A single job in the shape of GET /runs/{id}, so every wait reports one way."""
+    status = str(job["status"])
+    return {
+        "run_id": job.get("run_id"),
+        "done": status in TERMINAL,
+        "counts": {status: 1},
+        "jobs": [job],
+    }
+
+
+def wait_for(
+    client: Client,
+    *,
+    job_id: str | None = None,
+    run_id: str | None = None,
+    timeout: float,
+    on_update: Callable[[dict[str, int]], None] = lambda counts: None,
+    long_poll_s: int = LONG_POLL_S,
+) -> tuple[Json, bool]:
+    """Long-poll a job or a run until it is done or ``timeout`` elapses.
+
+    Returns the last run view and whether the timeout elapsed first.
+    """
+    deadline = time.monotonic() + timeout
+    # The first look does not wait, so progress shows where things stand at once.
+    poll_s = 0
+    while True:
+        asked = time.monotonic()
+        wait_s = max(0, min(poll_s, math.ceil(deadline - asked)))
+        poll_s = long_poll_s
+        if run_id is not None:
+            view = client.get(_path("runs", run_id), {"wait": wait_s}, wait_s=wait_s)
+        else:
+            assert job_id is not None
+            view = _job_view(client.get(_path("jobs", job_id), {"wait": wait_s}, wait_s=wait_s))
+        on_update(dict(view.get("counts") or {}))
+        if view.get("done"):
+            return view, False
+        now = time.monotonic()
+        if now >= deadline:
+            return view, True
+        time.sleep(max(0.0, min(MIN_POLL_GAP_S - (now - asked), deadline - now)))
+
+
+def _wait_and_report(
+    args: argparse.Namespace,
+    client: Client,
+    *,
+    job_id: str | None = None,
+    run_id: str | None = None,
+) -> int:
+    timeout = DEFAULT_WAIT_TIMEOUT_S if args.timeout is None else args.timeout
+    progress = Progress(f"run {run_id}" if run_id else f"job {job_id}")
+    try:
+        view, timed_out = wait_for(
+            client,
+            job_id=job_id,
+            run_id=run_id,
+            timeout=timeout,
+            on_update=progress.update,
+            long_poll_s=LONG_POLL_TTY_S if progress.live else LONG_POLL_S,
+        )
+    finally:
+        progress.close()
+    if args.junit:
+        write_junit(args.junit, view)
+    if args.json:
+        _print_json(view)
+    else:
+        print(results_table(view["jobs"]))
+    if timed_out:
+        again = f"--run-id {run_id}" if run_id else f"--job-id {job_id}"
+        _note(f"gave up waiting after {timeout:g}s; resume with 'qgjob wait {again}'")
+        return EXIT_TIMEOUT
+    return outcome(view["jobs"])
+
+
+def outcome(jobs: Iterable[Json]) -> int:
+    """Exit status of finished jobs: 0 when all passed, 1 when any did not."""
+    return EXIT_FAILED if any(job["status"] != "passed" for job in jobs) else EXIT_OK
+
+
+def _cmd_wait(args: argparse.Namespace, client: Client) -> int:
+    return _wait_and_report(args, client, job_id=args.job_id, run_id=args.run_id)
+
+
+# --- reports ------------------------------------------------------------------------------
+
+
+def _seconds(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.1f}s"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns; the last one is not padded so long paths do not widen lines."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    lines = []
+    for row in [header, *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        lines.append("  ".join([*cells, row[-1]]))
+    return "\n".join(lines)
+
+
+def results_table(jobs: Sequence[Json]) -> str:
+    """Test path, status and duration of each job, the errors of the failed ones, a summary."""
+    rows = []
+    for job in jobs:
+        status = str(job["status"]) + (" (flaky)" if job.get("flaky") else "")
+        rows.append([status, _seconds(job.get("duration_s")), str(job["test_path"])])
+    lines = [_table(["STATUS", "DURATION", "TEST"], rows)]
+    for job in jobs:
+        if job["status"] != "passed" and job.get("last_error"):
+            lines.append(f"{job['test_path']}: {job['last_error']}")
+    counts: dict[str, int] = {}
+    for job in jobs:
+        counts[job["status"]] = counts.get(job["status"], 0) + 1
+    lines.append(_format_counts(counts))
+    return "\n".join(lines)
+
+
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
+_XML_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def _xml_text(value: Any) -> str:
+    # Test output carries terminal colour codes, and XML 1.0 cannot hold control characters.
+    text = "" if value is None else str(value)
+    return _XML_UNSAFE.sub("", _ANSI_ESCAPE.sub("", text))
+
+
+def junit_xml(view: Json) -> bytes:
+    """A JUnit report of a run view: one testcase per job, named by its test path."""
+    jobs: list[Json] = view["jobs"]
+    app_versions = sorted({str(job["app_version_id"]) for job in jobs})
+    name = ", ".join(app_versions) or "qgjob"
+    failures = sum(job["status"] == "failed" for job in jobs)
+    errors = sum(job["status"] != "passed" for job in jobs) - failures
+    total_time = sum(float(job.get("duration_s") or 0) for job in jobs)
+    counts = {
+        "tests": str(len(jobs)),
+        "failures": str(failures),
+        "errors": str(errors),
+        "skipped": "0",
+        "time": f"{total_time:.3f}",
+    }
+    root = ET.Element("testsuites", {"name": name, **counts})
+    suite = ET.SubElement(root, "testsuite", {"name": name, **counts})
+    if view.get("run_id"):
+        properties = ET.SubElement(suite, "properties")
+        ET.SubElement(properties, "property", name="run_id", value=str(view["run_id"]))
+    for job in jobs:
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            name=_xml_text(job["test_path"]),
+            classname=str(job["target"]),
+            time=f"{float(job.get('duration_s') or 0):.3f}",
+        )
+        status = str(job["status"])
+        message = _xml_text(job.get("last_error") or status)
+        if status == "failed":
+            ET.SubElement(case, "failure", message=message, type="failed").text = message
+        elif status in UNSUCCESSFUL:
+            ET.SubElement(case, "error", message=message, type=status).text = message
+        elif status not in TERMINAL:
+            unfinished = f"still {status} when the wait ended"
+            ET.SubElement(case, "error", message=unfinished, type="not_finished")
+    ET.indent(root)
+    document: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return document + b"\n"
+
+
+def write_junit(path: str, view: Json) -> None:
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "wb") as report:
+            report.write(junit_xml(view))
+    except OSError as exc:
+        raise CliError(f"cannot write the JUnit report {path}: {exc.strerror or exc}") from exc
+
+
+# --- other commands -----------------------------------------------------------------------
+
+
+def _print_json(document: Any) -> None:
+    print(json.dumps(document, indent=2))
+
+
+def _note(text: str) -> None:
+    print(f"qgjob: {text}", file=sys.stderr)
+
+
+def _status_line(job: Json) -> str:
+    details = [f"target {job['target']}", f"attempt {job.get('attempts', 0)}"]
+    if job.get("duration_s") is not None:
+        details.append(_seconds(job["duration_s"]))
+    if job.get("flaky"):
+        details.append("flaky")
+    line = f"{job['job_id']}  {job['status']}  {job['test_path']}  ({', '.join(details)})"
+    return line + (f"\nlast error: {job['last_error']}" if job.get("last_error") else "")
+
+
+def _cmd_status(args: argparse.Namespace, client: Client) -> int:
+    job = client.get(_path("jobs", args.job_id))
+    if args.json:
+        _print_json(job)
+    else:
+        print(_status_line(job))
+    return EXIT_OK
+
+
+def _cmd_cancel(args: argparse.Namespace, client: Client) -> int:
+    job = client.post(_path("jobs", args.job_id, "cancel"))
+    if args.json:
+        _print_json(job)
+    else:
+        print(f"{job['job_id']}  {job['status']}")
+    return EXIT_OK
+
+
+def _cmd_list(args: argparse.Namespace, client: Client) -> int:
+    query: dict[str, Any] = {
+        "org": args.org_id,
+        "status": args.status,
+        "app_version_id": args.app_version_id,
+        "run_id": args.run_id,
+        "limit": args.limit,
+    }
+    jobs: list[Json] = []
+    while True:
+        page = client.get("/jobs", query)
+        jobs.extend(page["jobs"])
+        cursor = page.get("next_cursor")
+        if not (args.all and cursor):
+            break
+        query["cursor"] = cursor
+    if args.json:
+        _print_json({"jobs": jobs, "next_cursor": cursor})
+        return EXIT_OK
+    rows = [
+        [
+            str(job["job_id"]),
+            str(job["status"]),
+            str(job["target"]),
+            str(job["priority"]),
+            str(job["test_path"]),
+        ]
+        for job in jobs
+    ]
+    print(_table(["JOB ID", "STATUS", "TARGET", "PRIORITY", "TEST"], rows))
+    if cursor:
+        _note("more jobs match; add --all to list every page")
+    return EXIT_OK
+
+
+def _event_summary(data: Json) -> str:
+    parts = []
+    for key, value in data.items():
+        if key in ("output", "job_id") or value in (None, "", [], {}):
+            continue
+        text = value if isinstance(value, str) else json.dumps(value)
+        parts.append(f"{key}={text if len(text) <= 60 else text[:57] + '...'}")
+    return " ".join(parts)
+
+
+def _cmd_events(args: argparse.Namespace, client: Client) -> int:
+    document = client.get(_path("jobs", args.job_id, "events"))
+    if args.json:
+        _print_json(document)
+        return EXIT_OK
+    events: list[Json] = document["events"]
+    rows = [
+        [str(event["recorded_at"]), str(event["type"]), _event_summary(event.get("data") or {})]
+        for event in events
+    ]
+    print(_table(["TIME", "EVENT", "DATA"], rows))
+    with_output = [e for e in events if isinstance((e.get("data") or {}).get("output"), str)]
+    if with_output:
+        last = with_output[-1]
+        lines = last["data"]["output"].rstrip("\n").splitlines()[-EVENT_OUTPUT_LINES:]
+        print(f"\n--- output of {last['type']} (last {len(lines)} lines) ---")
+        print("\n".join(lines))
+    return EXIT_OK
+
+
+# --- command line -------------------------------------------------------------------------
+
+
+def _int_in(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {value}")
+        return value
+
+    return parse
+
+
+def _seconds_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text}")
+    return value
+
+
+def _add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    # The options are accepted before and after the command. Below the command they
+    # default to SUPPRESS, so leaving them out there keeps what was given before it.
+    unset: Any = None if top else argparse.SUPPRESS
+    parser.add_argument(
+        "--server",
+        metavar="URL",
+        default=unset,
+        help=f"qgjob server URL (default: $QGJOB_SERVER, else {DEFAULT_SERVER})",
+    )
+    parser.add_argument(
+        "--token",
+        default=unset,
+        help="API token, sent as 'Authorization: Bearer TOKEN' (default: $QGJOB_TOKEN)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="print one JSON document on stdout instead of text",
+    )
+
+
+def _add_wait_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=_seconds_arg,
+        help=f"give up waiting after this long and exit 3 (default: {DEFAULT_WAIT_TIMEOUT_S:g})",
+    )
+    parser.add_argument(
+        "--junit",
+        metavar="FILE",
+        help="write a JUnit XML report of the results to FILE",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The qgjob command line; also the source of the man page."""
+    parser = argparse.ArgumentParser(
+        prog="qgjob",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    _add_common(parser, top=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name,
+            help=summary,
+            description=textwrap.fill(description, 79),
+            epilog=EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            allow_abbrev=False,
+        )
+        _add_common(sub, top=False)
+        return sub
+
+    submit = command(
+        "submit",
+        "submit a test job, or a suite of them",
+        "Submit one test job, or a suite when several tests are given. Prints the job id, "
+        "or the run id and then one 'JOB_ID<TAB>TEST' line per job. With --wait, waits "
+        "for the jobs to finish and prints their results.",
+    )
+    submit.add_argument(
+        "--org-id", required=True, metavar="ORG", help="organisation the jobs belong to"
+    )
+    submit.add_argument(
+        "--app-version-id",
+        required=True,
+        metavar="ID",
+        help="app build under test; jobs of one app version and target share one app install",
+    )
+    submit.add_argument(
+        "--test",
+        dest="tests",
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="AppWright spec to run; repeatable. A glob pattern ('tests/**/*.spec.js') is "
+        "expanded against the current directory when it matches files, else sent as given",
+    )
+    submit.add_argument(
+        "--target", choices=TARGETS, default="emulator", help="where to run (default: emulator)"
+    )
+    submit.add_argument(
+        "--priority",
+        type=_int_in(1, 10),
+        metavar="N",
+        help="1 to 10, higher runs first (default: the server's, 5)",
+    )
+    submit.add_argument(
+        "--build",
+        metavar="LOCATION",
+        help="where the app binary is: a path on the runner, a URL or a bs:// id",
+    )
+    submit.add_argument("--repo", help="repository the tests come from")
+    submit.add_argument("--commit", metavar="SHA", help="commit the tests come from")
+    submit.add_argument(
+        "--tag", dest="tags", action="append", metavar="TAG", help="label the jobs; repeatable"
+    )
+    submit.add_argument(
+        "--retries",
+        type=_int_in(0),
+        metavar="N",
+        help="run a failing test up to N more times (default: 0; infrastructure errors "
+        "are retried regardless)",
+    )
+    submit.add_argument(
+        "--force",
+        action="store_true",
+        help="submit even when an identical job is already queued or running",
+    )
+    submit.add_argument(
+        "--wait", action="store_true", help="wait for the jobs to finish and print their results"
+    )
+    _add_wait_options(submit)
+    submit.set_defaults(handler=_cmd_submit)
+
+    status = command("status", "show a job's status", "Print a job's status line.")
+    status.add_argument("--job-id", required=True, metavar="ID", help="the job to show")
+    status.set_defaults(handler=_cmd_status)
+
+    wait = command(
+        "wait",
+        "wait for a job or a run to finish",
+        "Wait for a job, or every job of a run, to finish, then print the results. "
+        "Waiting long-polls the server; it does not poll hot.",
+    )
+    which = wait.add_mutually_exclusive_group(required=True)
+    which.add_argument("--job-id", metavar="ID", help="the job to wait for")
+    which.add_argument("--run-id", metavar="ID", help="the run (suite) to wait for")
+    _add_wait_options(wait)
+    wait.set_defaults(handler=_cmd_wait)
+
+    list_ = command("list", "list jobs", "List jobs, newest first, filtered by the options.")
+    list_.add_argument("--org-id", metavar="ORG", help="only this organisation's jobs")
+    list_.add_argument(
+        "--status",
+        choices=STATUSES,
+        metavar="STATUS",
+        help=f"only jobs with this status: {', '.join(STATUSES)}",
+    )
+    list_.add_argument("--app-version-id", metavar="ID", help="only jobs of this app version")
+    list_.add_argument("--run-id", metavar="ID", help="only jobs of this run")
+    list_.add_argument("--limit", type=_int_in(1), metavar="N", help="jobs per page")
+    list_.add_argument("--all", action="store_true", help="follow the pages to the last one")
+    list_.set_defaults(handler=_cmd_list)
+
+    cancel = command(
+        "cancel",
+        "cancel a job",
+        "Cancel a job, even mid-run. A job that already finished is left as it is.",
+    )
+    cancel.add_argument("--job-id", required=True, metavar="ID", help="the job to cancel")
+    cancel.set_defaults(handler=_cmd_cancel)
+
+    events = command(
+        "events",
+        "show a job's timeline",
+        "Print a job's events: time, type and key data, then the output kept by the last "
+        "event that has any.",
+    )
+    events.add_argument("--job-id", required=True, metavar="ID", help="the job to show")
+    events.set_defaults(handler=_cmd_events)
+    return parser
+
+
+def _check(args: argparse.Namespace) -> None:
+    """Refuse option combinations argparse cannot express."""
+    if args.command == "submit" and not args.wait:
+        options = {"--timeout": args.timeout, "--junit": args.junit}
+        given = [flag for flag, value in options.items() if value is not None]
+        if given:
+            verb = "applies" if len(given) == 1 else "apply"
+            raise CliError(f"{' and '.join(given)} {verb} only with --wait")
+    split = urllib.parse.urlsplit(args.server)
+    if split.scheme not in ("http", "https") or not split.netloc:
+        raise CliError(f"the server URL must look like http://host:port, got {args.server!r}")
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run one qgjob command and return its exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        args.server = args.server or os.environ.get("QGJOB_SERVER") or DEFAULT_SERVER
+        args.token = args.token or os.environ.get("QGJOB_TOKEN") or None
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+    handler: Callable[[argparse.Namespace, Client], int] = args.handler
+    try:
+        _check(args)
+        return handler(args, Client(args.server, args.token))
+    except CliError as error:
+        print(f"qgjob: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("\nqgjob: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Console-script entry point."""
+    try:
+        code = run(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`qgjob list | head`); keep Python from complaining at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_FAILED
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
