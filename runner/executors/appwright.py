@@ -1,0 +1,386 @@
+"""The AppWright executor: runs a batch's specs with ``npx appwright test``.
+
+One invocation per batch, so the app is installed (or uploaded to BrowserStack) once
+for all of its specs. The config is generated per batch, with one project named after
+the slot; the verdicts come from Playwright's JSON report, which tells a failed test
+from a run that never reached one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import itertools
+import os
+import re
+import shutil
+import signal
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path, PurePosixPath
+
+import attrs
+from attrs import validators
+
+from ledger.errors import InfrastructureError
+
+from . import _process_group
+from ._appwright_config import ConfigPaths, render_config
+from ._playwright_report import Report, ReportUnreadable, read_report
+from .base import (
+    OUTPUT_LIMIT,
+    Batch,
+    BatchJob,
+    BatchReporter,
+    Outcome,
+    OutcomeStatus,
+    SlotSpec,
+    tail,
+)
+
+__all__ = ["AppWrightExecutor"]
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_WHITESPACE = re.compile(r"\s")
+#: Seconds without progress after which a build download is abandoned.
+_DOWNLOAD_TIMEOUT_S = 60.0
+
+
+def _absolute(value: str | os.PathLike[str]) -> Path:
+    return Path(value).absolute()
+
+
+def _no_whitespace(_instance: object, attribute: attrs.Attribute[Path], value: Path) -> None:
+    # The config path goes on AppWright's command line, which it re-splits on spaces.
+    if _WHITESPACE.search(str(value)):
+        raise ValueError(f"{attribute.name} must not contain whitespace: {str(value)!r}")
+
+
+def _template(_instance: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
+    if value is None:
+        return
+    try:
+        value.format(app_version_id="x")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(
+            f"{attribute.name} may only use the {{app_version_id}} placeholder: {value!r}"
+        ) from exc
+
+
+@attrs.frozen(kw_only=True)
+class AppWrightExecutor:
+    """Runs batches as ``npx appwright test <specs…> --config <generated> --project <slot>``."""
+
+    #: The AppWright project (package.json, node_modules, specs); the run's working dir.
+    project_dir: Path = attrs.field(converter=_absolute)
+    #: Where builds live when a job names none, e.g. ``builds/{app_version_id}.apk``,
+    #: relative to project_dir unless absolute or a URL.
+    build_template: str | None = attrs.field(default=None, validator=_template)
+    #: The npx executable.
+    npx: str = "npx"
+    #: Per-batch directories (config, log, reports, attachments) are created here.
+    work_dir: Path = attrs.field(converter=_absolute, validator=_no_whitespace)
+    #: How long a run gets to stop after each signal: after a timeout's SIGINT (for
+    #: Playwright to write its report), then after SIGTERM, before SIGKILL.
+    stop_grace_s: float = attrs.field(default=10.0, validator=validators.ge(0))
+
+    name = "appwright"
+
+    async def install(self, slot: SlotSpec, app_version_id: str, build: str | None) -> str:
+        """Resolve the build the slot will run; AppWright itself installs or uploads it.
+
+        Returns the ``buildPath`` for the config: an absolute local path, a URL
+        (BrowserStack uploads it; for local devices it is downloaded here, once per app
+        version, since they need a file), or a ``bs://`` id (BrowserStack only). Raises
+        InfrastructureError naming the problem.
+        """
+        ref = build or self._from_template(app_version_id)
+        match = _SCHEME.match(ref)
+        scheme = match.group(1).lower() if match else None
+        if scheme == "bs":
+            if slot.target != "browserstack":
+                raise InfrastructureError(
+                    f"build {ref!r} is a BrowserStack app id, but slot {slot.name!r} "
+                    f"is a {slot.target} slot"
+                )
+            return ref
+        if scheme in ("http", "https"):
+            if slot.target == "browserstack":
+                return ref
+            return str(await self._download(app_version_id, ref))
+        if scheme is not None:
+            raise InfrastructureError(
+                f"build {ref!r}: unsupported scheme {scheme}:// (use a path, http(s) or bs://)"
+            )
+        path = (self.project_dir / Path(ref).expanduser()).absolute()
+        if not path.exists():
+            raise InfrastructureError(f"build not found: {path}")
+        return str(path)
+
+    async def _download(self, app_version_id: str, url: str) -> Path:
+        """Fetch a build once per (app version, URL): local devices need a local file."""
+        key = hashlib.sha256(f"{app_version_id}\n{url}".encode()).hexdigest()[:16]
+        name = PurePosixPath(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name
+        path = self.work_dir / "builds" / key / (name if name not in ("", "..") else "build")
+        if not path.is_file():
+            try:
+                await asyncio.to_thread(_fetch, url, path)
+            except (OSError, ValueError) as exc:
+                raise InfrastructureError(f"cannot download build {url}: {exc}") from exc
+        return path
+
+    def _from_template(self, app_version_id: str) -> str:
+        if self.build_template is None:
+            raise InfrastructureError(
+                f"no build for app version {app_version_id!r}: the job names none "
+                "and this runner has no build template"
+            )
+        return self.build_template.format(app_version_id=app_version_id)
+
+    async def run(self, batch: Batch, reporter: BatchReporter) -> None:
+        """Run the batch in one AppWright invocation and report every job's outcome."""
+        first_build = next((job.build for job in batch.jobs if job.build), None)
+        try:
+            _check_project_name(batch.slot)
+            build = await self.install(batch.slot, batch.app_version_id, first_build)
+        except (InfrastructureError, OSError) as exc:
+            await _finish_all(reporter, batch.jobs, _reason(exc))
+            return
+        runnable: list[BatchJob] = []
+        for job in batch.jobs:
+            refusal = self._refusal(job, first_build)
+            if refusal is None:
+                runnable.append(job)
+            else:
+                await reporter.finished(_outcome(job, "error", refusal, 0.0))
+        if runnable:
+            await self._run_process(batch, runnable, build, reporter)
+
+    def _refusal(self, job: BatchJob, batch_build: str | None) -> str | None:
+        if _WHITESPACE.search(job.test_path):
+            return (
+                f"spec path {job.test_path!r} contains whitespace; AppWright splits its "
+                "arguments on spaces, so it cannot run it"
+            )
+        if job.build and job.build != batch_build:
+            return f"job build {job.build!r} differs from the batch's build {batch_build!r}"
+        spec = self.project_dir / job.test_path
+        if not spec.is_file():
+            return f"spec file not found: {spec}"
+        return None
+
+    async def _run_process(
+        self,
+        batch: Batch,
+        jobs: Sequence[BatchJob],
+        build: str,
+        reporter: BatchReporter,
+    ) -> None:
+        batch_dir = self.work_dir / uuid.uuid4().hex
+        paths = ConfigPaths(
+            project_dir=self.project_dir,
+            json_report=batch_dir / "report.json",
+            junit_report=batch_dir / "junit.xml",
+            html_report=batch_dir / "html-report",
+            output_dir=batch_dir / "test-results",
+        )
+        config = batch_dir / "appwright.config.ts"
+        log_path = batch_dir / "output.log"
+        specs = list(dict.fromkeys(job.test_path for job in jobs))
+        argv = [self.npx, "appwright", "test", *specs, "--config", str(config)]
+        argv += ["--project", batch.slot.name]
+        started = time.monotonic()
+        try:
+            batch_dir.mkdir(parents=True)
+            config.write_text(render_config(batch.slot, build, paths), encoding="utf-8")
+            with log_path.open("wb") as log:
+                proc = await _process_group.spawn(
+                    argv, cwd=self.project_dir, env=_environment(paths), log=log
+                )
+        except (InfrastructureError, OSError) as exc:
+            await _finish_all(reporter, jobs, _reason(exc))
+            return
+        try:
+            for job in jobs:
+                await reporter.started(job.job_id)
+            timed_out = await self._wait(proc, batch.timeout_s)
+            # Whatever is left (Appium, a run that ignored SIGINT) goes now.
+            await _process_group.stop_group(proc.pid, signal.SIGTERM, self.stop_grace_s)
+            await proc.wait()
+        except BaseException:
+            # Cancelled (or the reporter failed): nothing of this run may outlive it.
+            _process_group.kill_group(proc.pid)
+            await proc.wait()
+            raise
+        elapsed = time.monotonic() - started
+        log_tail = _read_tail(log_path)
+        try:
+            report: Report | None = read_report(paths.json_report, default_root=paths.project_dir)
+        except ReportUnreadable:
+            report = None
+        if report is not None:
+            _keep_attachments(report, self.project_dir / "playwright-report", batch_dir)
+        for job in jobs:
+            await reporter.finished(
+                _judge(
+                    job,
+                    report,
+                    project_dir=self.project_dir,
+                    returncode=proc.returncode,
+                    timed_out=timed_out,
+                    timeout_s=batch.timeout_s,
+                    elapsed_s=elapsed,
+                    log_tail=log_tail,
+                    batch_dir=batch_dir,
+                )
+            )
+
+    async def _wait(self, proc: asyncio.subprocess.Process, timeout_s: float) -> bool:
+        """Wait for the run; on timeout interrupt it so Playwright reports what finished.
+
+        The SIGINT goes to the Playwright runner alone when it can be found: signalled
+        too, the AppWright and npx processes above it die at once, and the runner, its
+        output pipe gone, then exits without writing its report.
+        """
+        try:
+            await asyncio.wait_for(proc.wait(), timeout_s)
+        except TimeoutError:
+            runners = [
+                pid
+                for pid in _process_group.members(proc.pid)
+                if _is_playwright_runner(_process_group.command_line(pid))
+            ]
+            _process_group.send(proc.pid, signal.SIGINT, only=runners)
+
+            def interrupted() -> bool:
+                if runners:
+                    return not any(map(_process_group.running, runners))
+                return proc.returncode is not None
+
+            await _process_group.wait_until(interrupted, self.stop_grace_s)
+            return True
+        return False
+
+
+def _is_playwright_runner(argv: Sequence[str]) -> bool:
+    """Whether *argv* is ``node …/playwright test …`` (or ``…/playwright/cli.js test``)."""
+    return any(
+        "playwright" in arg and Path(arg).name in ("playwright", "cli.js") and following == "test"
+        for arg, following in itertools.pairwise(argv)
+    )
+
+
+def _check_project_name(slot: SlotSpec) -> None:
+    if _WHITESPACE.search(slot.name):
+        raise InfrastructureError(
+            f"slot name {slot.name!r} contains whitespace; AppWright splits its arguments "
+            "on spaces, so it cannot be a project name"
+        )
+
+
+def _reason(exc: InfrastructureError | OSError) -> str:
+    if isinstance(exc, InfrastructureError):
+        return exc.message
+    return f"cannot prepare the run: {exc}"
+
+
+async def _finish_all(reporter: BatchReporter, jobs: Sequence[BatchJob], reason: str) -> None:
+    for job in jobs:
+        await reporter.finished(_outcome(job, "error", reason, 0.0))
+
+
+def _environment(paths: ConfigPaths) -> Mapping[str, str]:
+    return {
+        **os.environ,
+        "PLAYWRIGHT_HTML_OPEN": "never",
+        "PLAYWRIGHT_JSON_OUTPUT_FILE": str(paths.json_report),
+        "PLAYWRIGHT_JUNIT_OUTPUT_FILE": str(paths.junit_report),
+    }
+
+
+def _judge(
+    job: BatchJob,
+    report: Report | None,
+    *,
+    project_dir: Path,
+    returncode: int | None,
+    timed_out: bool,
+    timeout_s: float,
+    elapsed_s: float,
+    log_tail: str,
+    batch_dir: Path,
+) -> Outcome:
+    """One job's outcome, from the report when it has a verdict for the job's file."""
+    verdict = None if report is None else report.files.get((project_dir / job.test_path).resolve())
+    if verdict is not None and (verdict.complete or verdict.failed):
+        status: OutcomeStatus = "failed" if verdict.failed else "passed"
+        message = verdict.summary if status == "passed" else f"{verdict.summary} (see {batch_dir})"
+        return _outcome(job, status, message, verdict.duration_s, verdict.output or log_tail)
+    output = verdict.output if verdict is not None and verdict.output else log_tail
+    if timed_out:
+        message = f"timed out: the batch ran past its {timeout_s:g} s limit (see {batch_dir})"
+        return _outcome(job, "timed_out", message, elapsed_s, output)
+    if report is None:
+        reason = f"AppWright exited with code {returncode} and wrote no report"
+    elif report.errors:
+        reason = f"AppWright reported an error: {report.errors[0]}"
+    elif verdict is None:
+        reason = f"the report has no tests from {job.test_path}"
+    else:
+        reason = f"the report has no verdict for every test of {job.test_path}"
+    return _outcome(job, "error", f"{reason} (see {batch_dir})", elapsed_s, output)
+
+
+def _outcome(
+    job: BatchJob, status: OutcomeStatus, message: str, duration_s: float, output: str = ""
+) -> Outcome:
+    return Outcome(
+        job_id=job.job_id,
+        status=status,
+        message=message,
+        duration_s=duration_s,
+        output=tail(output),
+    )
+
+
+def _fetch(url: str, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A private partial file, renamed into place: concurrent fetches of one build are safe.
+    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as partial:
+        try:
+            with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response:
+                shutil.copyfileobj(response, partial)
+        except BaseException:
+            os.unlink(partial.name)
+            raise
+    os.replace(partial.name, path)
+
+
+def _read_tail(path: Path, limit: int = OUTPUT_LIMIT) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - limit))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _keep_attachments(report: Report, shared_dir: Path, batch_dir: Path) -> None:
+    """Move the batch's attachments out of *shared_dir* into the batch directory.
+
+    AppWright downloads videos into the project's playwright-report directory, which
+    every run shares and a later run may wipe; the batch directory is where they stay.
+    """
+    kept = batch_dir / "attachments"
+    for verdict in report.files.values():
+        for attachment in verdict.attachments:
+            if attachment.is_relative_to(shared_dir) and attachment.is_file():
+                # A lost video must not cost the batch its verdicts.
+                with contextlib.suppress(OSError):
+                    kept.mkdir(exist_ok=True)
+                    shutil.move(attachment, kept / attachment.name)
