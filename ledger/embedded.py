@@ -29,9 +29,9 @@ from urllib.parse import urlencode
 
 import attrs
 
-from ledger.errors import QgjobError
+from ledger.errors import EmbeddedClusterError
 
-__all__ = ["DATABASE_URL_ENV", "EmbeddedCluster", "EmbeddedClusterError", "database_url"]
+__all__ = ["DATABASE_URL_ENV", "EmbeddedCluster", "database_url"]
 
 #: The environment variable naming an external server; when set, it always wins.
 DATABASE_URL_ENV = "QGJOB_DATABASE_URL"
@@ -51,10 +51,6 @@ _INITDB_OPTIONS = ("-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale"
 _PG_CTL_TIMEOUT_S = 60
 # How long to keep retrying while the backends of a killed postmaster are still exiting.
 _ORPHANS_GONE_TIMEOUT_S = 15.0
-
-
-class EmbeddedClusterError(QgjobError):
-    """The embedded PostgreSQL cluster could not be started or is not running."""
 
 
 def database_url(data_dir: Path) -> str:
@@ -97,7 +93,7 @@ class EmbeddedCluster:
     def start(self) -> str:
         """Initialise the cluster if needed, start it unless it runs, and return its URL."""
         with self._locked():
-            if (url := self.status()) is not None:
+            if (url := self._settled_status()) is not None:
                 return url
             account = _server_account()
             self._prepare_data_dir(account)
@@ -116,10 +112,11 @@ class EmbeddedCluster:
     def stop(self) -> None:
         """Stop the server (fast shutdown: sessions are ended, data is kept); no-op if stopped."""
         with self._locked():
-            if self.status() is None:
+            # Also stops a postmaster that is starting or has lost its socket.
+            if _live_pid(_postmaster_lines(self.data_dir)) is None:
                 return
             code, output = self._pg_ctl(_server_account(), "-m", "fast", "stop")
-            if code != 0 and self.status() is not None:
+            if code != 0 and _live_pid(_postmaster_lines(self.data_dir)) is not None:
                 raise EmbeddedClusterError(f"pg_ctl stop failed:\n{output}")
             # Empty after a clean shutdown; leave it if the server left anything behind.
             with contextlib.suppress(OSError):
@@ -129,10 +126,10 @@ class EmbeddedCluster:
         """The URL if the server is running, else None."""
         lines = _postmaster_lines(self.data_dir)
         # postmaster.pid is written in steps; the socket directory is its fifth line.
-        if len(lines) < 5 or not lines[0].isdigit() or not lines[3].isdigit():
+        if len(lines) < 5 or not lines[3].isdigit() or _live_pid(lines) is None:
             return None
         socket_dir, port = Path(lines[4]), int(lines[3])
-        if not _pid_alive(int(lines[0])) or not _accepts(socket_dir / f".s.PGSQL.{port}"):
+        if not _accepts(socket_dir / f".s.PGSQL.{port}"):
             return None
         query = urlencode({"host": str(socket_dir), "port": port}, safe="/")
         return f"postgresql://postgres@/postgres?{query}"
@@ -144,6 +141,20 @@ class EmbeddedCluster:
                 f"the embedded PostgreSQL in {self.data_dir} is not running; "
                 "start it with `qgjobd db start`"
             )
+        return url
+
+    def _settled_status(self) -> str | None:
+        """status(), once a postmaster that is starting, stopping or dying has settled."""
+        deadline = time.monotonic() + _PG_CTL_TIMEOUT_S
+        while (url := self.status()) is None:
+            if (pid := _live_pid(_postmaster_lines(self.data_dir))) is None:
+                return None
+            if time.monotonic() > deadline:
+                raise EmbeddedClusterError(
+                    f"PostgreSQL (PID {pid}) runs on {self.data_dir} but accepts no "
+                    f"connections; see {self._log_file}, stop it with `qgjobd db stop`"
+                )
+            time.sleep(0.05)
         return url
 
     @contextlib.contextmanager
@@ -193,7 +204,7 @@ class EmbeddedCluster:
         still refuses to start while any backend of the old server holds its shared memory.
         """
         lines = _postmaster_lines(self.data_dir)
-        if not lines or not lines[0].isdigit() or _pid_alive(int(lines[0])):
+        if not lines or not lines[0].isdigit() or _live_pid(lines) is not None:
             return
         locks = [self.data_dir / "postmaster.pid"]
         if len(lines) >= 5 and lines[3].isdigit():
@@ -309,19 +320,34 @@ def _first_line(path: Path) -> str | None:
         return None
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether ``pid`` is a live process we may signal (not gone, not a zombie)."""
+def _live_pid(postmaster_lines: list[str]) -> int | None:
+    """The postmaster's pid if that process is alive and runs as the server's user."""
+    if not postmaster_lines or not postmaster_lines[0].isdigit():
+        return None
+    pid = int(postmaster_lines[0])
+    uid = os.geteuid() if os.geteuid() != 0 else _existing_uid(_SERVER_USER)
+    if uid is None or pid == os.getpid():
+        return None
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, PermissionError):
-        # Like postgres, a process of another user is not ours: the pid was reused.
-        return False
+        return None
+    if not Path("/proc/self").exists():
+        return pid  # no procfs (macOS): the signal check is all there is
     try:
-        proc_stat = Path(f"/proc/{pid}/stat").read_text()
+        owner = Path(f"/proc/{pid}").stat().st_uid
+        # The state follows the parenthesised command name, which may itself hold ")".
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
     except OSError:
-        return True  # no procfs (macOS): nothing more to learn
-    # The state follows the parenthesised command name, which may itself contain ")".
-    return proc_stat.rpartition(")")[2].split()[0] != "Z"
+        return None  # it exited meanwhile
+    return pid if owner == uid and state != "Z" else None
+
+
+def _existing_uid(user: str) -> int | None:
+    try:
+        return pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return None
 
 
 def _accepts(socket_path: Path) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConcurrencyConflict",
+    "EmbeddedClusterError",
     "InfrastructureError",
     "InvalidEvent",
     "MigrationError",
@@ -50,6 +51,10 @@ class NotFound(QgjobError):
 
 class MigrationError(QgjobError):
     """The database schema cannot be brought up to date."""
+
+
+class EmbeddedClusterError(QgjobError):
+    """The embedded PostgreSQL cluster could not be started or is not running."""
 
 
 class InfrastructureError(QgjobError):

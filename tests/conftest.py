@@ -9,6 +9,8 @@ database is cloned from a migrated template, which is much faster than migrating
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,7 +49,7 @@ def _container_url(image: str) -> Iterator[str] | None:
 
 
 @pytest.fixture(scope="session")
-def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_server_url() -> Iterator[str]:
     """A URL of a PostgreSQL server whose maintenance database the tests may use."""
     if url := os.environ.get("QGJOB_TEST_DATABASE_URL"):
         yield url
@@ -57,11 +59,15 @@ def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if containers is not None:
         yield from containers
         return
-    cluster = EmbeddedCluster(tmp_path_factory.mktemp("pg") / "pg")
+    # Not under pytest's tmp_path: pytest makes its base directory 0700 at every session
+    # start, which would lock out the server's own user while another session runs.
+    base = Path(tempfile.mkdtemp(prefix="qgjob-test-"))
+    cluster = EmbeddedCluster(base / "pg")
     try:
         yield cluster.start()
     finally:
         cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def _create_database(server_url: str, name: str, template: str | None = None) -> str:
