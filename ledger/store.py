@@ -31,6 +31,7 @@ __all__ = [
     "StreamWrite",
     "append",
     "append_many",
+    "head",
     "read_after",
     "read_stream",
     "stream_version",
@@ -174,6 +175,13 @@ async def read_after(
         {"txid": checkpoint.txid, "position": checkpoint.position, "limit": limit},
     )
     return [_recorded(row) for row in await cursor.fetchall()]
+
+
+async def head(conn: psycopg.AsyncConnection[Any]) -> Checkpoint:
+    """The checkpoint after the newest readable event (the start for "from now on")."""
+    cursor = await conn.execute(_QUERIES["head"])
+    row = await cursor.fetchone()
+    return Checkpoint() if row is None else Checkpoint(txid=row[0], position=row[1])
 
 
 def _recorded(row: tuple[Any, ...]) -> RecordedEvent:

@@ -31,3 +31,12 @@ limit %(limit)s;
 
 -- name: stream_version
 select coalesce(max(version), 0) from events where stream_id = %(stream_id)s;
+
+-- name: head
+-- The checkpoint of the newest event a reader may read now: a tail that starts here
+-- sees only what commits from now on.
+select txid::text::bigint, position
+from events
+where txid < pg_snapshot_xmin(pg_current_snapshot())
+order by txid desc, position desc
+limit 1;

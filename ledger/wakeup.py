@@ -112,10 +112,17 @@ class Listener:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def wait(self, timeout: float) -> bool:
+    async def wait(self, timeout: float, *, stop: asyncio.Event | None = None) -> bool:
+        """Wait for a notification; False when *timeout* passed or *stop* was set first."""
+        waits = [asyncio.ensure_future(self._notified.wait())]
+        if stop is not None:
+            waits.append(asyncio.ensure_future(stop.wait()))
         try:
-            await asyncio.wait_for(self._notified.wait(), timeout)
-        except TimeoutError:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+        if not self._notified.is_set():
             return False
         self._notified.clear()
         return True
