@@ -5,8 +5,8 @@ insert into events (stream_id, version, type, data, metadata)
 select w.stream_id, events_expect_version(w.stream_id, w.expected) + w.offset_in_write,
        w.type, w.data, w.metadata
 from unnest(
-    %(stream_ids)s::uuid[], %(expected)s::integer[], %(offsets)s::integer[],
-    %(types)s::text[], %(datas)s::jsonb[], %(metadatas)s::jsonb[]
+    %(stream_ids)b::uuid[], %(expected)b::integer[], %(offsets)b::integer[],
+    %(types)b::text[], %(datas)b::jsonb[], %(metadatas)b::jsonb[]
 ) with ordinality as w(stream_id, expected, offset_in_write, type, data, metadata, ord)
 order by w.ord
 returning position, stream_id, version, recorded_at;
@@ -26,7 +26,9 @@ select position, stream_id, version, type, data, metadata, recorded_at, txid::te
 from events
 where (txid, position) > (%(txid)s::text::xid8, %(position)s)
   and txid < pg_snapshot_xmin(pg_current_snapshot())
-order by txid, position
+-- The table's columns, not the output column txid, so that the events_commit_order
+-- index is walked instead of the whole table sorted.
+order by events.txid, events.position
 limit %(limit)s;
 
 -- name: stream_version
@@ -38,5 +40,5 @@ select coalesce(max(version), 0) from events where stream_id = %(stream_id)s;
 select txid::text::bigint, position
 from events
 where txid < pg_snapshot_xmin(pg_current_snapshot())
-order by txid desc, position desc
+order by events.txid desc, events.position desc
 limit 1;
