@@ -132,6 +132,9 @@ def _refusal(state: JobState, event: Event) -> str | None:
             return _same_attempt(state, attempt) or _require(status, {JobStatus.RUNNING})
         case JobFailed(attempt=attempt) | JobLeaseExpired(attempt=attempt):
             return _same_attempt(state, attempt) or _require(status, _ON_DEVICE)
+        case JobRetryScheduled(attempt=attempt, handed_back=True):
+            # The runner gives back an attempt it holds, before any verdict.
+            return _same_attempt(state, attempt) or _require(status, _ON_DEVICE)
         case JobRetryScheduled(attempt=attempt):
             if state.retryable_attempt != attempt:
                 return "only a failed or expired attempt can be retried, right after it ends"

@@ -194,6 +194,10 @@ class JobRetryScheduled:
     attempt: int = field(validator=_positive)
     not_before: dt.datetime
     reason: str
+    #: The runner handed the attempt back before a verdict (it was draining, or a job of
+    #: the same batch was cancelled): no failure precedes it, and the attempt does not
+    #: count against the job's limits.
+    handed_back: bool = False
 
 
 @attrs.frozen(kw_only=True)

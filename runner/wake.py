@@ -1,0 +1,39 @@
+"""One wake-up call for many waiters: every idle slot and watcher of an agent.
+
+The agent listens once (ledger.wakeup.Listener) and fires a Wakeup on each
+notification; waiters return on the next fire or when their own poll timeout passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from ledger.wakeup import Listener
+
+__all__ = ["Wakeup", "pump"]
+
+
+class Wakeup:
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def fire(self) -> None:
+        """Wake everyone waiting now."""
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, timeout: float) -> None:
+        """Return at the next fire, or after *timeout* seconds."""
+        # Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation that arrives
+        # as the wait ends, leaving the caller running after it was cancelled.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._event.wait()
+
+
+async def pump(listener: Listener, wakeup: Wakeup) -> None:
+    """Fire *wakeup* on every notification, until cancelled."""
+    while True:
+        if await listener.wait(60.0):
+            wakeup.fire()
