@@ -21,10 +21,10 @@ from psycopg.types.json import Jsonb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._database import bench_database  # noqa: E402
-from ledger.codec import converter, encode  # noqa: E402
-from ledger.events import JobSubmitted, Metadata, Target  # noqa: E402
-from ledger.store import append  # noqa: E402
+from bench._database import bench_database
+from ledger.codec import converter, encode
+from ledger.events import JobSubmitted, Metadata, Target
+from ledger.store import append
 
 SECONDS = 4.0
 EVENT = JobSubmitted(

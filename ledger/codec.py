@@ -122,6 +122,10 @@ def structure(data: Any, cls: type[T]) -> T:
 
 
 def _invalid(error: Exception, cls: type) -> InvalidEvent:
+    if isinstance(error, cattrs.ClassValidationError):
+        # Newer cattrs wraps the extra-keys error in a ClassValidationError.
+        extra_keys = [e for e in error.exceptions if isinstance(e, cattrs.ForbiddenExtraKeysError)]
+        error = extra_keys[0] if extra_keys else error
     if isinstance(error, cattrs.ForbiddenExtraKeysError):
         extra = sorted(error.extra_fields)
         return InvalidEvent(f"unknown field {extra[0]!r}", field=extra[0])
@@ -138,9 +142,10 @@ def _invalid(error: Exception, cls: type) -> InvalidEvent:
     return InvalidEvent(f"{field} {text}" if field else text, field=field)
 
 
-# attrs validators say e.g. "'priority' must be <= 10: 11"; they run in __init__, after
-# cattrs has let go of the field, so the field's name comes from the message.
-_ATTRS_MESSAGE = re.compile(r"^'(?P<field>\w+)' (?P<rest>.*)$", re.DOTALL)
+# attrs validators say e.g. "'priority' must be <= 10: 11" or "Length of 'test_path' must be
+# >= 1: 0"; they run in __init__, after cattrs has let go of the field, so the field's name
+# comes from the message.
+_ATTRS_MESSAGE = re.compile(r"^(?P<prefix>Length of )?'(?P<field>\w+)' (?P<rest>.*)$", re.DOTALL)
 
 
 def _describe(error: BaseException, expected: type | None) -> str:
@@ -157,5 +162,6 @@ def _attrs_validator_error(error: Exception) -> InvalidEvent | None:
     for inner in error.exceptions:
         match = _ATTRS_MESSAGE.match(str(inner)) if isinstance(inner, ValueError) else None
         if match is not None:
-            return InvalidEvent(f"{match['field']} {match['rest']}", field=match["field"])
+            message = f"{match['prefix'] or ''}{match['field']} {match['rest']}"
+            return InvalidEvent(message, field=match["field"])
     return None

@@ -201,9 +201,9 @@ def test_example_config_has_one_project_per_qgjob_target() -> None:
     assert config.count("buildPath,") == 3
 
 
-def test_example_pins_appwright_0_1_1() -> None:
+def test_example_pins_appwright_0_1_1_with_a_playwright_that_works_with_it() -> None:
     package = json.loads((EXAMPLES / "package.json").read_text(encoding="utf-8"))
-    assert package["devDependencies"] == {"appwright": "0.1.1"}
+    assert package["devDependencies"] == {"appwright": "0.1.1", "@playwright/test": "1.46.1"}
     assert "0.1.1" in (EXAMPLES / "README.md").read_text(encoding="utf-8")
 
 

@@ -1,0 +1,275 @@
+"""Submits per second over HTTP, and submit→running latency at idle.
+
+The API runs as ``uvicorn http_api.app:app`` in a subprocess (one worker, local mode, no
+access log) against a fresh database on the embedded cluster (or QGJOB_DATABASE_URL).
+
+Throughput: 1, then 8 client processes, each with one keep-alive connection (stdlib
+http.client), POST /jobs single jobs for SECONDS, each with its own Idempotency-Key as
+the CLI sends; every test path is distinct, so each submit appends a job.
+
+Latency: on a second fresh database, with a projector process and a ``qgjobd runner``
+(4 emulator slots, the simulated executor with zero install and test time) running, one
+job is submitted every 10 ms. A job's latency runs from the client's clock just before
+its POST to the ``recorded_at`` of its JobStarted event (one host, one clock).
+
+Last line: ``RESULT submit_1=… submit_8=… p50_ms=… p95_ms=… p99_ms=…``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import http.client
+import itertools
+import json
+import multiprocessing
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from multiprocessing.synchronize import Event as ProcessEvent
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._database import bench_database
+from projections.projector import Projector
+
+ROOT = Path(__file__).resolve().parent.parent
+SECONDS = 5.0
+LATENCY_JOBS = 300
+LATENCY_GAP_S = 0.010
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def _api(url: str) -> Iterator[int]:
+    port = _free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "http_api.app:app",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "QGJOB_DATABASE_URL": url, "QGJOB_AUTH": "local"},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+                connection.request("GET", "/healthz")
+                if connection.getresponse().status == 200:
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the API did not start") from None
+                time.sleep(0.05)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _body(client: int, index: int, target: str = "emulator") -> bytes:
+    return json.dumps(
+        {
+            "org_id": "bench",
+            "app_version_id": "app-1",
+            "test_path": f"tests/c{client}-{index:06d}.spec.js",
+            "target": target,
+        }
+    ).encode()
+
+
+def _post(connection: http.client.HTTPConnection, body: bytes) -> None:
+    connection.request(
+        "POST",
+        "/jobs",
+        body=body,
+        headers={"Content-Type": "application/json", "Idempotency-Key": str(uuid.uuid4())},
+    )
+    response = connection.getresponse()
+    response.read()
+    if response.status != 201:
+        raise RuntimeError(f"submit answered {response.status}")
+
+
+def _client(port: int, client: int, start_at: float, results: multiprocessing.Queue[int]) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", port)
+    _post(connection, _body(client, 0))  # connect before the clock starts
+    time.sleep(max(0.0, start_at - time.monotonic()))
+    deadline = start_at + SECONDS
+    count = 0
+    while time.monotonic() < deadline:
+        count += 1
+        _post(connection, _body(client, count))
+    results.put(count)
+
+
+def submits_per_second(port: int, clients: int) -> float:
+    results: multiprocessing.Queue[int] = multiprocessing.Queue()
+    start_at = time.monotonic() + 1.0
+    processes = [
+        multiprocessing.Process(target=_client, args=(port, c, start_at, results))
+        for c in range(clients)
+    ]
+    for process in processes:
+        process.start()
+    total = sum(results.get() for _ in processes)
+    for process in processes:
+        process.join()
+    return total / SECONDS
+
+
+def _project(url: str, stop: ProcessEvent) -> None:
+    async def main() -> None:
+        done = asyncio.Event()
+        projector = asyncio.create_task(Projector(url).run(done))
+        while not stop.is_set():
+            await asyncio.sleep(0.05)
+        done.set()
+        await projector
+
+    asyncio.run(main())
+
+
+@contextlib.contextmanager
+def _pipeline(url: str) -> Iterator[None]:
+    """A projector and a runner with 4 zero-time simulated emulator slots, until exit."""
+    stop = multiprocessing.Event()
+    projector = multiprocessing.Process(target=_project, args=(url, stop))
+    projector.start()
+    runner = subprocess.Popen(
+        [
+            sys.executable,
+            "qgjobd.py",
+            "runner",
+            "--name",
+            "bench",
+            "--slots",
+            "emulator:4",
+            "--simulated",
+            "install_s=0,test_s=0",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "QGJOB_DATABASE_URL": url, "QGJOB_LOG_LEVEL": "WARNING"},
+    )
+    try:
+        yield
+    finally:
+        runner.send_signal(signal.SIGTERM)
+        runner.wait(timeout=60)
+        stop.set()
+        projector.join(timeout=60)
+
+
+def _started_at(url: str, count: int) -> dict[str, dt.datetime]:
+    """The JobStarted time of each job by test path, once *count* of them have started."""
+    deadline = time.monotonic() + 60
+    with psycopg.connect(url, autocommit=True) as conn:
+        while True:
+            rows = conn.execute(
+                "select s.data ->> 'test_path', min(e.recorded_at) from events e"
+                " join events s on s.stream_id = e.stream_id and s.version = 1"
+                " where e.type = 'JobStarted' group by 1"
+            ).fetchall()
+            if len(rows) >= count or time.monotonic() > deadline:
+                return {path: at for path, at in rows}
+            time.sleep(0.2)
+
+
+_STAGES = ("JobSubmitted", "JobGrouped", "JobAssigned", "JobStarted")
+
+
+def _stage_medians_ms(url: str) -> dict[str, float]:
+    """The median time from each stage to the next, over the jobs that started."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "select stream_id, type, min(recorded_at) from events"
+            " where type = any(%s) group by 1, 2",
+            (list(_STAGES),),
+        ).fetchall()
+    times: dict[object, dict[str, dt.datetime]] = {}
+    for stream_id, type_name, at in rows:
+        times.setdefault(stream_id, {})[type_name] = at
+    medians = {}
+    for before, after in itertools.pairwise(_STAGES):
+        gaps = [
+            (job[after] - job[before]).total_seconds() * 1000
+            for job in times.values()
+            if before in job and after in job
+        ]
+        medians[f"{before}→{after}"] = statistics.median(gaps) if gaps else float("nan")
+    return medians
+
+
+def latencies_ms(url: str, port: int) -> list[float]:
+    sent: dict[str, dt.datetime] = {}
+    connection = http.client.HTTPConnection("127.0.0.1", port)
+    with _pipeline(url):
+        time.sleep(2.0)  # let the runner register its slots and go idle
+        next_at = time.monotonic()
+        for index in range(LATENCY_JOBS):
+            time.sleep(max(0.0, next_at - time.monotonic()))
+            next_at += LATENCY_GAP_S
+            body = _body(99, index)
+            sent[json.loads(body)["test_path"]] = dt.datetime.now(dt.UTC)
+            _post(connection, body)
+        started = _started_at(url, LATENCY_JOBS)
+    missing = len(sent) - len(started)
+    if missing:
+        print(f"{missing} of {len(sent)} jobs had not started within 60 s", file=sys.stderr)
+    stages = ", ".join(f"{name} {ms:.1f} ms" for name, ms in _stage_medians_ms(url).items())
+    print(f"median per stage: {stages}")
+    return [
+        (started[path] - at).total_seconds() * 1000 for path, at in sent.items() if path in started
+    ]
+
+
+def _percentile(values: list[float], share: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[round(share * 100) - 1]
+
+
+def main() -> None:
+    with bench_database() as url, _api(url) as port:
+        one = submits_per_second(port, 1)
+        print(f"1 client:  {one:,.0f} submits/s")
+        eight = submits_per_second(port, 8)
+        print(f"8 clients: {eight:,.0f} submits/s")
+    with bench_database() as url, _api(url) as port:
+        latency = latencies_ms(url, port)
+    p50, p95, p99 = (_percentile(latency, share) for share in (0.50, 0.95, 0.99))
+    print(
+        f"submit→running at one job per {LATENCY_GAP_S * 1000:g} ms, {len(latency)} jobs: "
+        f"p50 {p50:.1f} ms, p95 {p95:.1f} ms, p99 {p99:.1f} ms"
+    )
+    print(
+        f"RESULT submit_1={one:.0f} submit_8={eight:.0f} "
+        f"p50_ms={p50:.1f} p95_ms={p95:.1f} p99_ms={p99:.1f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""The Starlette application: routes, error handling, and the services its lifespan opens.
+
+``create_app(url, local_mode=...)`` builds an app for one database. The module attribute
+``app`` is built on first access from the environment, so ``uvicorn http_api.app:app``
+works as is:
+
+- ``QGJOB_DATABASE_URL`` names the database; without it, the embedded cluster under
+  ``$QGJOB_DATA_DIR/pg`` (default ``.qgjob/pg``) is started. Migrations are applied.
+- ``QGJOB_AUTH=local`` serves without tokens (for a loopback server); ``token``, the
+  default, requires a per-organisation API token on every job request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Route
+
+from http_api import dashboard, jobs, ops
+from http_api.errors import exception_handlers
+from http_api.metrics import RequestMetrics
+from http_api.services import Services, Settings
+from ledger.embedded import database_url
+from ledger.migrate import apply_migrations
+
+__all__ = ["AUTH_ENV", "DATA_DIR_ENV", "create_app", "create_app_from_environment", "routes"]
+
+AUTH_ENV = "QGJOB_AUTH"
+DATA_DIR_ENV = "QGJOB_DATA_DIR"
+
+#: ``uvicorn http_api.app:app``'s app; see the module docstring and __getattr__ below.
+app: Starlette
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/", dashboard.page, methods=["GET"]),
+        Route("/dashboard/snapshot", dashboard.snapshot, methods=["GET"]),
+        Route("/events/stream", dashboard.stream, methods=["GET"]),
+        Route("/jobs", jobs.submit_jobs, methods=["POST"]),
+        Route("/jobs", jobs.list_jobs, methods=["GET"]),
+        Route("/submit-job", jobs.submit_jobs, methods=["POST"]),
+        Route("/jobs/{job_id}", jobs.get_job, methods=["GET"]),
+        Route("/status/{job_id}", jobs.get_job, methods=["GET"]),
+        Route("/jobs/{job_id}/events", jobs.job_events, methods=["GET"]),
+        Route("/jobs/{job_id}/cancel", jobs.cancel_job, methods=["POST"]),
+        Route("/runs/{run_id}", jobs.get_run, methods=["GET"]),
+        Route("/groups", jobs.list_groups, methods=["GET"]),
+        Route("/devices", jobs.list_devices, methods=["GET"]),
+        Route("/healthz", ops.healthz, methods=["GET"]),
+        Route("/readyz", ops.readyz, methods=["GET"]),
+        Route("/metrics", ops.metrics, methods=["GET"]),
+        Route("/openapi.json", ops.openapi, methods=["GET"]),
+    ]
+
+
+def create_app(
+    url: str,
+    *,
+    local_mode: bool,
+    max_wait_s: float = 60.0,
+    ready_max_lag_s: float = 30.0,
+    pool_size: int = 10,
+    pool_timeout_s: float = 5.0,
+) -> Starlette:
+    """The API for the database at *url* (already migrated)."""
+    settings = Settings(
+        local_mode=local_mode,
+        max_wait_s=max_wait_s,
+        ready_max_lag_s=ready_max_lag_s,
+        pool_size=pool_size,
+        pool_timeout_s=pool_timeout_s,
+    )
+    services = Services(url, settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        async with services.opened():
+            yield
+
+    app = Starlette(
+        routes=routes(),
+        middleware=[Middleware(RequestMetrics, metrics=services.metrics)],
+        exception_handlers=exception_handlers(),
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    return app
+
+
+def create_app_from_environment() -> Starlette:
+    """The API configured from QGJOB_DATABASE_URL / QGJOB_DATA_DIR and QGJOB_AUTH."""
+    auth = os.environ.get(AUTH_ENV, "token")
+    if auth not in ("token", "local"):
+        raise ValueError(f"{AUTH_ENV} must be 'token' or 'local', not {auth!r}")
+    url = database_url(Path(os.environ.get(DATA_DIR_ENV, ".qgjob")) / "pg")
+    apply_migrations(url)
+    return create_app(url, local_mode=auth == "local")
+
+
+def __getattr__(name: str) -> Starlette:
+    # Built on first access, so importing create_app neither starts a database nor migrates.
+    if name == "app":
+        global app
+        app = create_app_from_environment()
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

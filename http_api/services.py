@@ -1,0 +1,78 @@
+"""What every endpoint needs, built once per app and opened by its lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import attrs
+from psycopg_pool import AsyncConnectionPool
+from starlette.requests import Request
+
+from http_api.auth import Authenticator
+from http_api.changes import ReadModelChanges
+from http_api.metrics import Metrics
+from ledger.wakeup import Listener, Notifier
+
+__all__ = ["Services", "Settings", "services"]
+
+_log = logging.getLogger("http_api")
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    #: Serve without tokens; the request names the organisation. For a loopback server.
+    local_mode: bool
+    #: The longest ``?wait=`` a request may ask for, in seconds.
+    max_wait_s: float = 60.0
+    #: /readyz fails when a projector is further behind than this, in seconds.
+    ready_max_lag_s: float = 30.0
+    #: Connections the API may hold open to PostgreSQL.
+    pool_size: int = 10
+    #: How long a request waits for a database connection before answering 503.
+    pool_timeout_s: float = 5.0
+
+
+class Services:
+    """The connection pool, auth, change feed, notifier and metrics of one app."""
+
+    def __init__(self, url: str, settings: Settings) -> None:
+        self.url = url
+        self.settings = settings
+        self.pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            url,
+            min_size=1,
+            max_size=settings.pool_size,
+            open=False,
+            timeout=settings.pool_timeout_s,
+            kwargs={"autocommit": True},
+            name="qgjob-api",
+        )
+        self.auth = Authenticator(self.pool, local_mode=settings.local_mode)
+        self.listener = Listener(url)
+        self.changes = ReadModelChanges(self.pool, self.listener)
+        self.notifier = Notifier(url)
+        self.metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def opened(self) -> AsyncIterator[None]:
+        if self.settings.local_mode:
+            _log.warning(
+                "local mode: serving without API tokens; every caller may act for any "
+                "organisation. Bind to a loopback address only."
+            )
+        # Not waiting for a first connection: an API whose database is down still starts,
+        # answers /healthz, and reports 503 on /readyz until the database is back.
+        await self.pool.open(wait=False)
+        try:
+            async with self.listener, self.changes.running(), self.notifier:
+                yield
+        finally:
+            await self.pool.close()
+
+
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found

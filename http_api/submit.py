@@ -1,0 +1,202 @@
+"""Submitting jobs: validate the body, then append JobSubmitted events, all or nothing.
+
+A body is one job (``test_path``) or a suite (``tests``: many test paths sharing the
+other fields), which gets a run id. Validation is the ledger's own schema
+(``ledger.codec.structure``), so the API accepts exactly what the ledger can record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import attrs
+import psycopg
+
+from http_api import reads
+from http_api.errors import ApiError
+from http_api.views import Json, job_from_history
+from ledger.codec import structure
+from ledger.errors import InvalidEvent
+from ledger.events import JobSubmitted, Metadata
+from ledger.sqlfile import load_queries
+from ledger.store import StreamWrite, append_many
+
+__all__ = ["MAX_IDEMPOTENCY_KEY", "MAX_SUITE", "SubmitRequest", "Submitted", "parse", "submit"]
+
+_QUERIES = load_queries(Path(__file__).with_name("queries.sql"))
+_FIELDS = frozenset(field.name for field in attrs.fields(JobSubmitted)) | {"tests", "force"}
+MAX_SUITE = 1000
+MAX_IDEMPOTENCY_KEY = 200
+
+
+@attrs.frozen(kw_only=True)
+class SubmitRequest:
+    """A validated submit body."""
+
+    #: The jobs to create, in order: one, or a suite's.
+    jobs: tuple[JobSubmitted, ...]
+    #: Set for a suite: the run its jobs share.
+    run_id: UUID | None
+    #: Queue the job even when an identical one is still queued or running.
+    force: bool
+    #: SHA-256 of the body, to tell a retry from another request reusing its key.
+    digest: bytes
+
+
+@attrs.frozen(kw_only=True)
+class Submitted:
+    """What a submit answers with."""
+
+    jobs: list[Json]
+    run_id: UUID | None
+    #: False when existing jobs were returned (a retried request, or a duplicate job).
+    created: bool
+
+    def document(self) -> Json:
+        if self.run_id is None:
+            return self.jobs[0]
+        return {"run_id": str(self.run_id), "jobs": self.jobs}
+
+
+def parse(body: dict[str, Any], org_id: str | None) -> SubmitRequest:
+    """Validate a submit body for *org_id* (None: the body names the org).
+
+    Raises ApiError or InvalidEvent naming the first offending field.
+    """
+    digest = hashlib.sha256(
+        json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    ).digest()
+    unknown = sorted(set(body) - _FIELDS)
+    if unknown:
+        raise ApiError(400, "invalid_field", f"unknown field {unknown[0]!r}", field=unknown[0])
+    data = dict(body)
+    force = data.pop("force", False)
+    if not isinstance(force, bool):
+        raise ApiError(400, "invalid_field", "force must be true or false", field="force")
+    if "run_id" in data:
+        raise ApiError(
+            400, "invalid_field", "run_id is assigned by the server; leave it out", field="run_id"
+        )
+    if org_id is not None:
+        data.setdefault("org_id", org_id)
+    tests = data.pop("tests", None)
+    if tests is None:
+        return SubmitRequest(
+            jobs=(structure(data, JobSubmitted),), run_id=None, force=force, digest=digest
+        )
+    if "test_path" in data:
+        raise ApiError(
+            400, "invalid_field", "give either test_path or tests, not both", field="tests"
+        )
+    if not isinstance(tests, list) or not tests or len(tests) > MAX_SUITE:
+        raise ApiError(
+            400,
+            "invalid_field",
+            f"tests must be a list of 1 to {MAX_SUITE} test paths",
+            field="tests",
+        )
+    run_id = uuid.uuid4()
+    jobs = []
+    for index, test_path in enumerate(tests):
+        try:
+            job = structure({**data, "test_path": test_path}, JobSubmitted)
+        except InvalidEvent as error:
+            if error.field != "test_path":
+                raise
+            where = f"tests[{index}]"
+            raise InvalidEvent(
+                f"{where}: {error.message.removeprefix('test_path ')}", field=where
+            ) from error
+        jobs.append(attrs.evolve(job, run_id=run_id))
+    return SubmitRequest(jobs=tuple(jobs), run_id=run_id, force=force, digest=digest)
+
+
+async def submit(
+    conn: psycopg.AsyncConnection[Any],
+    request: SubmitRequest,
+    *,
+    actor: str,
+    idempotency_key: str | None,
+    request_id: str | None,
+) -> Submitted:
+    """Append the request's jobs in one transaction, unless it is a retry or a duplicate."""
+    org_id = request.jobs[0].org_id
+    submission_id = uuid.uuid4()
+    async with conn.transaction():
+        existing = None
+        if request.run_id is None and not request.force:
+            existing = await _active_duplicate(conn, request.jobs[0])
+        job_ids = [existing] if existing else [uuid.uuid4() for _ in request.jobs]
+        if idempotency_key is not None or request.run_id is not None:
+            cursor = await conn.execute(
+                _QUERIES["claim_idempotency_key"],
+                {
+                    "submission_id": submission_id,
+                    "org_id": org_id,
+                    "idempotency_key": idempotency_key,
+                    "request_hash": request.digest,
+                    "run_id": request.run_id,
+                    "job_ids": job_ids,
+                },
+            )
+            if await cursor.fetchone() is None:
+                return await _replay(conn, org_id, idempotency_key, request.digest)
+        if existing is not None:
+            return Submitted(
+                jobs=await reads.jobs(conn, job_ids, org_id), run_id=None, created=False
+            )
+        metadata = Metadata(
+            org_id=org_id, actor=actor, correlation_id=submission_id, request_id=request_id
+        )
+        appended = await append_many(
+            conn,
+            [
+                StreamWrite(stream_id=job_id, expected_version=0, events=[job], metadata=metadata)
+                for job_id, job in zip(job_ids, request.jobs, strict=True)
+            ],
+        )
+    documents = []
+    for job_id, job, done in zip(job_ids, request.jobs, appended, strict=True):
+        document = job_from_history(job_id, [(job, done.recorded_at)])
+        assert document is not None
+        documents.append(document)
+    return Submitted(jobs=documents, run_id=request.run_id, created=True)
+
+
+async def _active_duplicate(conn: psycopg.AsyncConnection[Any], job: JobSubmitted) -> UUID | None:
+    cursor = await conn.execute(
+        _QUERIES["active_duplicate"],
+        {
+            "org_id": job.org_id,
+            "app_version_id": job.app_version_id,
+            "test_path": job.test_path,
+            "target": job.target.value,
+        },
+    )
+    row = await cursor.fetchone()
+    return None if row is None else row[0]
+
+
+async def _replay(
+    conn: psycopg.AsyncConnection[Any], org_id: str, key: str | None, digest: bytes
+) -> Submitted:
+    cursor = await conn.execute(
+        _QUERIES["submission_by_key"], {"org_id": org_id, "idempotency_key": key}
+    )
+    row = await cursor.fetchone()
+    assert row is not None, "the conflicting submission committed before our insert returned"
+    request_hash, run_id, job_ids = row
+    if bytes(request_hash) != digest:
+        raise ApiError(
+            422,
+            "idempotency_key_reused",
+            "this Idempotency-Key was already used for a different request; "
+            "send a new key for a new request",
+            field="Idempotency-Key",
+        )
+    return Submitted(jobs=await reads.jobs(conn, job_ids, org_id), run_id=run_id, created=False)

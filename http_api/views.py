@@ -1,0 +1,156 @@
+"""The JSON documents the API answers with, built from projection rows or a job's events.
+
+A job is normally read from the ``jobs`` projection. Right after a submit the projector
+may not have applied it yet; then the job's own stream is folded into the same document,
+so a client never sees 404 for a job it was just given.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+from uuid import UUID
+
+from ledger.codec import converter, encode
+from ledger.decisions import TERMINAL, JobStatus, fold
+from ledger.events import (
+    Event,
+    FailureKind,
+    JobCancelled,
+    JobFailed,
+    JobPassed,
+    JobStarted,
+    JobSubmitted,
+    JobTimedOut,
+)
+from ledger.store import RecordedEvent
+
+__all__ = [
+    "JOB_STATUSES",
+    "decode_cursor",
+    "encode_cursor",
+    "event_document",
+    "job_from_history",
+    "job_from_row",
+    "jsonable",
+    "run_document",
+]
+
+JOB_STATUSES = tuple(status.value for status in JobStatus)
+Json = dict[str, Any]
+
+
+def jsonable(value: Any) -> Any:
+    """*value* with UUIDs and datetimes as strings and tuples as lists, ready for JSON."""
+    match value:
+        case UUID():
+            return str(value)
+        case dt.datetime():
+            return value.isoformat()
+        case Mapping():
+            return {key: jsonable(item) for key, item in value.items()}
+        case list() | tuple():
+            return [jsonable(item) for item in value]
+    return value
+
+
+def job_from_row(row: Mapping[str, Any]) -> Json:
+    job: Json = jsonable(row)
+    job["flaky"] = bool(job["flaky"])
+    return job
+
+
+def job_from_history(job_id: UUID, history: Sequence[tuple[Event, dt.datetime]]) -> Json | None:
+    """The job document folded from its events and their times; None if it has none."""
+    if not history or not isinstance(history[0][0], JobSubmitted):
+        return None
+    submitted, submitted_at = history[0]
+    assert isinstance(submitted, JobSubmitted)
+    state = fold(event for event, _ in history)
+    job: Json = {
+        "job_id": job_id,
+        "org_id": submitted.org_id,
+        "app_version_id": submitted.app_version_id,
+        "test_path": submitted.test_path,
+        "target": submitted.target.value,
+        "priority": submitted.priority,
+        "status": state.status.value if state.status else JobStatus.SUBMITTED.value,
+        "run_id": submitted.run_id,
+        "group_id": state.group_id,
+        "device_id": state.device_id,
+        "attempts": state.attempt,
+        "flaky": False,
+        "failure_kind": None,
+        "last_error": None,
+        "build": submitted.build,
+        "repo": submitted.repo,
+        "commit": submitted.commit,
+        "tags": list(submitted.tags),
+        "max_attempts": submitted.max_attempts,
+        "timeout_s": submitted.timeout_s,
+        "submitted_at": submitted_at,
+        "started_at": None,
+        "finished_at": None,
+        "duration_s": None,
+    }
+    failed_test = False
+    for event, at in history[1:]:
+        match event:
+            case JobStarted():
+                job["started_at"] = at
+            case JobPassed(duration_s=duration):
+                job["duration_s"] = duration
+            case JobFailed(kind=kind, reason=reason, duration_s=duration):
+                job.update(failure_kind=kind.value, last_error=reason, duration_s=duration)
+                failed_test = failed_test or kind is FailureKind.TEST
+            case JobCancelled(reason=reason) | JobTimedOut(reason=reason):
+                job["last_error"] = reason
+    if state.status in TERMINAL:
+        job["finished_at"] = history[-1][1]
+    # A test that failed and then passed on a retry is flaky.
+    job["flaky"] = failed_test and state.status is JobStatus.PASSED
+    result: Json = jsonable(job)
+    return result
+
+
+def run_document(run_id: UUID, jobs: Sequence[Json]) -> Json:
+    counts: dict[str, int] = {}
+    for job in jobs:
+        counts[job["status"]] = counts.get(job["status"], 0) + 1
+    return {
+        "run_id": str(run_id),
+        "done": bool(jobs) and all(job["status"] in TERMINAL for job in jobs),
+        "counts": counts,
+        "jobs": list(jobs),
+    }
+
+
+def event_document(recorded: RecordedEvent) -> Json:
+    type_name, data = encode(recorded.event)
+    return {
+        "position": recorded.position,
+        "version": recorded.version,
+        "type": type_name,
+        "data": data,
+        "metadata": converter.unstructure(recorded.metadata),
+        "recorded_at": recorded.recorded_at.isoformat(),
+    }
+
+
+def encode_cursor(job: Json) -> str:
+    """An opaque cursor pointing just after *job* in newest-first order."""
+    raw = json.dumps([job["submitted_at"], job["job_id"]]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[dt.datetime, UUID]:
+    """Raises ValueError when *cursor* is not one encode_cursor made."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        submitted_at, job_id = json.loads(raw)
+        return dt.datetime.fromisoformat(submitted_at), UUID(job_id)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"not a cursor this server made: {cursor!r}") from error

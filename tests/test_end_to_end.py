@@ -1,0 +1,212 @@
+"""The whole flow a user sees: the real CLI against the real stack.
+
+uvicorn serves the API on a free port, a projector runs, and a ``qgjobd runner`` hosts
+simulated slots (2 emulators and 1 device; no BrowserStack, so jobs for it wait). The
+CLI runs as a subprocess, exactly as the original README shows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from projections.projector import Projector
+from tests.support.api import REPO_ROOT, free_port, uvicorn_server
+
+pytestmark = pytest.mark.slow
+
+
+@contextlib.contextmanager
+def _projector(url: str) -> Iterator[None]:
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+
+    def run() -> None:
+        loop.run_until_complete(Projector(url, poll_interval=0.2).run(stop))
+
+    thread = threading.Thread(target=run, name="projector")
+    thread.start()
+    try:
+        yield
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=30)
+        loop.close()
+
+
+@contextlib.contextmanager
+def _runner(url: str, log: Path) -> Iterator[None]:
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "qgjobd.py",
+                "runner",
+                "--name",
+                "e2e",
+                "--slots",
+                "emulator:2,device:1",
+                "--simulated",
+                "install_s=0.05,test_s=0.1",
+            ],
+            cwd=REPO_ROOT,
+            env={**os.environ, "QGJOB_DATABASE_URL": url},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def stack(
+    pg_server_url: str, template_database: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The server's URL, with a projector and a runner behind it, for this module's tests."""
+    name = f"qgjob_e2e_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("create database {} template {}").format(
+                sql.Identifier(name), sql.Identifier(template_database)
+            )
+        )
+    url = psycopg.conninfo.make_conninfo(pg_server_url, dbname=name)
+    logs = tmp_path_factory.mktemp("e2e")
+    env = {"QGJOB_DATABASE_URL": url, "QGJOB_AUTH": "local"}
+    try:
+        with (
+            uvicorn_server(env, log=logs / "api.log") as base,
+            _projector(url),
+            _runner(url, logs / "runner.log"),
+        ):
+            yield base
+    finally:
+        with psycopg.connect(pg_server_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+            )
+
+
+def qgjob(server: str, *args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "qgjob.py"), *args],
+        cwd=cwd,
+        env={**os.environ, "QGJOB_SERVER": server},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_readme_commands_submit_a_job_and_show_its_status(stack: str) -> None:
+    submitted = qgjob(
+        stack,
+        "submit",
+        "--org-id=qualgent",
+        "--app-version-id=xyz123",
+        "--test=tests/onboarding.spec.js",
+        "--target=device",
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip()
+    status = qgjob(stack, "status", f"--job-id={job_id}")
+    assert status.returncode == 0, status.stderr
+    assert job_id in status.stdout
+    assert "tests/onboarding.spec.js" in status.stdout
+    waited = qgjob(stack, "wait", f"--job-id={job_id}", "--timeout=60")
+    assert waited.returncode == 0, waited.stderr
+
+
+def test_waiting_on_a_suite_that_passes_exits_0(stack: str, tmp_path: Path) -> None:
+    junit = tmp_path / "junit.xml"
+    result = qgjob(
+        stack,
+        "submit",
+        "--org-id=qualgent",
+        "--app-version-id=app-pass",
+        "--test=tests/login.spec.js",
+        "--test=tests/cart.spec.js",
+        "--test=tests/search.spec.js",
+        "--target=emulator",
+        "--wait",
+        "--timeout=60",
+        f"--junit={junit}",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    suite = ET.parse(junit).getroot()
+    assert (suite.get("tests"), suite.get("failures")) == ("3", "0")
+
+
+def test_waiting_on_a_suite_with_a_failing_test_exits_1_and_names_it(
+    stack: str, tmp_path: Path
+) -> None:
+    junit = tmp_path / "junit.xml"
+    result = qgjob(
+        stack,
+        "submit",
+        "--org-id=qualgent",
+        "--app-version-id=app-fail",
+        "--test=tests/login.spec.js",
+        "--test=tests/checkout-fail.spec.js",
+        "--target=emulator",
+        "--wait",
+        "--timeout=60",
+        f"--junit={junit}",
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    failing = [
+        case.get("name")
+        for case in ET.parse(junit).getroot().iter("testcase")
+        if case.find("failure") is not None
+    ]
+    assert failing == ["tests/checkout-fail.spec.js"]
+
+
+def test_waiting_longer_than_the_timeout_exits_3(stack: str) -> None:
+    # No slot serves BrowserStack here, so the job waits in the queue.
+    result = qgjob(
+        stack,
+        "submit",
+        "--org-id=qualgent",
+        "--app-version-id=app-wait",
+        "--test=tests/slow.spec.js",
+        "--target=browserstack",
+        "--wait",
+        "--timeout=2",
+    )
+    assert result.returncode == 3, result.stdout + result.stderr
+
+
+def test_without_a_server_the_cli_exits_4_naming_the_url() -> None:
+    server = f"http://127.0.0.1:{free_port()}"
+    result = qgjob(
+        server,
+        "submit",
+        "--org-id=qualgent",
+        "--app-version-id=xyz123",
+        "--test=tests/onboarding.spec.js",
+        "--target=device",
+        "--wait",
+    )
+    assert result.returncode == 4
+    assert server in result.stderr
