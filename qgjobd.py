@@ -8,13 +8,18 @@ one PostgreSQL (``QGJOB_DATABASE_URL``).
 from __future__ import annotations
 
 import argparse
+import asyncio
+import functools
 import logging
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from ledger.embedded import EmbeddedCluster, database_url
+import attrs
+
+from ledger.embedded import DATABASE_URL_ENV, EmbeddedCluster, database_url
 from ledger.errors import QgjobError
 from ledger.migrate import apply_migrations
 
@@ -49,6 +54,120 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _api(args: argparse.Namespace) -> int:
+    from http_api.serve import run_api
+
+    url = database_url(_data_dir(args))
+    apply_migrations(url)
+    local_mode = args.auth == "local"
+    return run_api(
+        url, host=args.host, port=args.port, local_mode=local_mode, access_log=args.access_log
+    )
+
+
+def _token(args: argparse.Namespace) -> int:
+    from http_api.auth import create_token
+
+    url = database_url(_data_dir(args))
+    apply_migrations(url)
+    try:
+        print(create_token(url, args.org, label=args.label))
+    except ValueError as error:
+        print(f"qgjobd: --org: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _runner(args: argparse.Namespace) -> int:
+    from runner.agent import run_agent
+    from runner.cli import config_from_args
+
+    config = config_from_args(args)
+    url = database_url(_data_dir(args))
+    apply_migrations(url)
+    return run_until_signalled(functools.partial(run_agent, url, config))
+
+
+def _projector(args: argparse.Namespace) -> int:
+    from projections.commands import projector_from_args
+
+    url = database_url(_data_dir(args))
+    apply_migrations(url)
+    return run_until_signalled(projector_from_args(url, args).run)
+
+
+def _rebuild(args: argparse.Namespace) -> int:
+    from projections.commands import run_rebuild
+
+    url = database_url(_data_dir(args))
+    apply_migrations(url)
+    return run_rebuild(url, args.name, args.grouping)
+
+
+#: The machine ``qgjobd up`` pretends to have: simulated devices, clearly labelled.
+UP_SLOTS = "emulator:2,device:1,browserstack:2"
+UP_SIMULATION = "install_s=2,test_s=1.5,failure_rate=0.05,flake_rate=0.05"
+
+
+def _up(args: argparse.Namespace) -> int:
+    from http_api.app import create_app
+    from http_api.embedded_server import serve_until
+    from projections.projector import Projector
+    from projections.transition_log import log_transitions
+    from runner.agent import run_agent
+    from runner.config import AgentConfig, slots_from_spec
+    from runner.executors import SimulatedExecutor
+
+    try:
+        simulated = attrs.asdict(SimulatedExecutor.from_spec(args.simulated))
+    except ValueError as error:
+        print(f"qgjobd: --simulated: {error}", file=sys.stderr)
+        return 2
+    config = AgentConfig(name="local", slots=slots_from_spec(args.slots), simulated=simulated)
+    logging.getLogger("qgjobd").info(
+        "qgjob on http://%s:%d in local mode: no API tokens needed, every org is served. "
+        "Devices are SIMULATED (%s; %s). Ctrl-C stops everything.",
+        args.host, args.port, args.slots, args.simulated,
+    )
+
+    async def everything(stop: asyncio.Event) -> None:
+        async with asyncio.TaskGroup() as services:
+            services.create_task(Projector(url).run(stop))
+            services.create_task(run_agent(url, config, stop))
+            services.create_task(log_transitions(url, stop))
+            api = create_app(url, local_mode=True)
+            services.create_task(serve_until(api, host=args.host, port=args.port, stop=stop))
+
+    # Ctrl-C stops everything, the embedded PostgreSQL too, unless it was running before.
+    cluster = None if os.environ.get(DATABASE_URL_ENV) else EmbeddedCluster(_data_dir(args))
+    started_here = cluster is not None and cluster.status() is None
+    url = database_url(_data_dir(args))
+    try:
+        apply_migrations(url)
+        return run_until_signalled(everything)
+    finally:
+        if started_here and cluster is not None:
+            cluster.stop()
+
+
+def run_until_signalled(service: Callable[[asyncio.Event], Awaitable[None]]) -> int:
+    """Run *service* until SIGINT or SIGTERM sets its stop event and it has wound down."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await service(stop)
+        except BaseException:
+            stop.set()
+            raise
+
+    asyncio.run(main())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qgjobd",
@@ -71,6 +190,64 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="bring the database schema up to date")
     migrate.set_defaults(run=_migrate)
+
+    up = commands.add_parser(
+        "up", help="run everything locally: database, API, projector, simulated devices"
+    )
+    up.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    up.add_argument("--port", type=int, default=8000, help="port to bind (default: 8000)")
+    up.add_argument(
+        "--slots", default=UP_SLOTS, help=f"simulated device slots (default: {UP_SLOTS})"
+    )
+    up.add_argument(
+        "--simulated",
+        default=UP_SIMULATION,
+        metavar="OPTIONS",
+        help=f"simulated executor options (default: {UP_SIMULATION})",
+    )
+    # Also after the subcommand, as in `qgjobd up --data-dir DIR`.
+    up.add_argument("--data-dir", default=argparse.SUPPRESS, help="as --data-dir above")
+    up.set_defaults(run=_up)
+
+    from projections.commands import add_projector_arguments
+
+    projector = commands.add_parser("projector", help="keep the projections up to date")
+    add_projector_arguments(projector)
+    projector.set_defaults(run=_projector)
+    rebuild = commands.add_parser(
+        "rebuild", help="replay the ledger into a projection's tables while it keeps running"
+    )
+    rebuild.add_argument("name", nargs="?", default="main", help="projection (default: main)")
+    rebuild.add_argument("--grouping", help="strategy for jobs the replay finds ungrouped")
+    rebuild.set_defaults(run=_rebuild)
+
+    from runner.cli import add_arguments as add_runner_arguments
+
+    runner = commands.add_parser("runner", help="run a device agent (slots, executor)")
+    add_runner_arguments(runner)
+    runner.set_defaults(run=_runner)
+
+    api = commands.add_parser("api", help="serve the HTTP API (uvicorn)")
+    api.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    api.add_argument("--port", type=int, default=8000, help="port to bind (default: 8000)")
+    api.add_argument(
+        "--auth",
+        choices=["token", "local"],
+        default=os.environ.get("QGJOB_AUTH", "token"),
+        help="token: per-organisation API tokens (default); local: no tokens, for a "
+        "loopback server (default from $QGJOB_AUTH)",
+    )
+    api.add_argument("--access-log", action="store_true", help="log every request")
+    api.set_defaults(run=_api)
+
+    token = commands.add_parser("token", help="manage API tokens")
+    token_actions = token.add_subparsers(dest="action", required=True, metavar="ACTION")
+    token_create = token_actions.add_parser(
+        "create", help="make a token for an organisation and print it (shown only once)"
+    )
+    token_create.add_argument("--org", required=True, help="the organisation it acts for")
+    token_create.add_argument("--label", help="a note saying who or what uses it")
+    token_create.set_defaults(run=_token)
     return parser
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 
 from projections.projector import Projector
 from projections.rebuild import rebuild
 
-__all__ = ["add_projector_arguments", "run_projector", "run_rebuild"]
+__all__ = ["add_projector_arguments", "projector_from_args", "run_rebuild"]
 
 
 def add_projector_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,21 +28,10 @@ def add_projector_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run_projector(url: str, args: argparse.Namespace) -> int:
-    """Project until SIGTERM or SIGINT; the batch in hand is finished first."""
-    projector = Projector(
+def projector_from_args(url: str, args: argparse.Namespace) -> Projector:
+    return Projector(
         url, name=args.name, grouping=args.grouping, poll_interval=args.poll_interval
     )
-    asyncio.run(_until_signalled(projector))
-    return 0
-
-
-async def _until_signalled(projector: Projector) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await projector.run(stop)
 
 
 def run_rebuild(url: str, name: str, grouping: str | None = None) -> int:

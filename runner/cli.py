@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-import signal
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from runner.agent import run_agent
-from runner.claim import LeaseLost
 from runner.config import AgentConfig, ConfigError, build_config, read_toml, slots_from_spec
 from runner.executors import SimulatedExecutor
 
-__all__ = ["add_arguments", "config_from_args", "serve"]
+__all__ = ["add_arguments", "config_from_args"]
 
 _log = logging.getLogger(__name__)
 
@@ -101,24 +97,6 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
     if "slots" not in data:
         raise ConfigError("give --slots or a --config file with [[slots]]")
     return build_config(data, source=str(args.config or "flags"))
-
-
-def serve(url: str, config: AgentConfig) -> int:
-    """Run the agent until SIGTERM or SIGINT, then drain it; the exit status."""
-
-    async def main() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            await run_agent(url, config, stop)
-        except LeaseLost as error:
-            _log.error("%s", error)
-            return 1
-        return 0
-
-    return asyncio.run(main())
 
 
 def _org_limit(item: str) -> tuple[str, int]:
