@@ -17,7 +17,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import attrs
 import pytest
@@ -28,10 +27,10 @@ from runner.executors import (
     BatchJob,
     Executor,
     InfrastructureError,
-    Outcome,
     SlotSpec,
     Target,
 )
+from tests.support.executors import RecordingReporter
 
 pytestmark = pytest.mark.anyio
 
@@ -41,35 +40,6 @@ PIXEL = SlotSpec(
     target="emulator",
     capabilities={"platform": "android", "osVersion": "14", "device_name": "Pixel 8"},
 )
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@attrs.define
-class RecordingReporter:
-    """Keeps every started/finished call, in order."""
-
-    events: list[tuple[str, Any]] = attrs.field(factory=list)
-
-    async def started(self, job_id: UUID) -> None:
-        self.events.append(("started", job_id))
-
-    async def finished(self, outcome: Outcome) -> None:
-        self.events.append(("finished", outcome))
-
-    @property
-    def started_ids(self) -> list[UUID]:
-        return [value for kind, value in self.events if kind == "started"]
-
-    @property
-    def outcomes(self) -> dict[UUID, Outcome]:
-        finished = [value for kind, value in self.events if kind == "finished"]
-        by_job = {outcome.job_id: outcome for outcome in finished}
-        assert len(by_job) == len(finished), "a job was finished twice"
-        return by_job
 
 
 @attrs.frozen(kw_only=True)

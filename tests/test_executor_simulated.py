@@ -6,39 +6,16 @@ import asyncio
 import time
 import uuid
 from typing import Any
-from uuid import UUID
 
-import attrs
 import pytest
 
 from runner.executors import Batch, BatchJob, Executor, Outcome, SimulatedExecutor, SlotSpec
+from tests.support.executors import RecordingReporter
 
 pytestmark = pytest.mark.anyio
 
 EMULATOR = SlotSpec(name="emu-1", target="emulator", capabilities={"platform": "android"})
 BROWSERSTACK = SlotSpec(name="bs-1", target="browserstack")
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@attrs.define
-class RecordingReporter:
-    """Keeps every started/finished call, in order."""
-
-    events: list[tuple[str, Any]] = attrs.field(factory=list)
-
-    async def started(self, job_id: UUID) -> None:
-        self.events.append(("started", job_id))
-
-    async def finished(self, outcome: Outcome) -> None:
-        self.events.append(("finished", outcome))
-
-    @property
-    def outcomes(self) -> list[Outcome]:
-        return [value for kind, value in self.events if kind == "finished"]
 
 
 def jobs(n: int, *, attempt: int = 1, test_path: str = "tests/login.spec.ts") -> list[BatchJob]:
@@ -54,8 +31,8 @@ async def run(
     reporter = RecordingReporter()
     batch = Batch(slot=EMULATOR, app_version_id="1.0", jobs=tuple(batch_jobs), timeout_s=timeout_s)
     await executor.run(batch, reporter)
-    assert [o.job_id for o in reporter.outcomes] == [j.job_id for j in batch_jobs]
-    return reporter.outcomes
+    assert [o.job_id for o in reporter.outcomes_in_order] == [j.job_id for j in batch_jobs]
+    return reporter.outcomes_in_order
 
 
 def simulated(**options: Any) -> SimulatedExecutor:
@@ -115,8 +92,8 @@ async def test_jobs_past_the_batch_timeout_time_out() -> None:
 
     await simulated(test_s=10).run(batch, reporter)
 
-    assert [o.status for o in reporter.outcomes] == ["passed", "passed", "timed_out"]
-    assert reporter.outcomes[2].duration_s == 5
+    assert [o.status for o in reporter.outcomes_in_order] == ["passed", "passed", "timed_out"]
+    assert reporter.outcomes_in_order[2].duration_s == 5
     started = [value for kind, value in reporter.events if kind == "started"]
     assert started == [job.job_id for job in batch_jobs]
 
@@ -150,7 +127,7 @@ async def test_cancelling_a_run_stops_it_promptly() -> None:
         await task
 
     assert time.monotonic() - cancelled_at < 0.5
-    assert reporter.outcomes == []
+    assert reporter.outcomes_in_order == []
 
 
 async def test_browserstack_installs_upload_once_and_return_a_simulated_id() -> None:
