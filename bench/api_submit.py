@@ -17,7 +17,6 @@ Last line: ``RESULT submit_1=… submit_8=… p50_ms=… p95_ms=… p99_ms=…``
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import http.client
@@ -25,7 +24,6 @@ import itertools
 import json
 import multiprocessing
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -33,7 +31,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from multiprocessing.synchronize import Event as ProcessEvent
 from pathlib import Path
 
 import psycopg
@@ -41,7 +38,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._database import bench_database
-from projections.projector import Projector
+from bench._processes import total_over_processes, zero_time_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 SECONDS = 5.0
@@ -129,60 +126,9 @@ def _client(port: int, client: int, start_at: float, results: multiprocessing.Qu
 
 
 def submits_per_second(port: int, clients: int) -> float:
-    results: multiprocessing.Queue[int] = multiprocessing.Queue()
     start_at = time.monotonic() + 1.0
-    processes = [
-        multiprocessing.Process(target=_client, args=(port, c, start_at, results))
-        for c in range(clients)
-    ]
-    for process in processes:
-        process.start()
-    total = sum(results.get() for _ in processes)
-    for process in processes:
-        process.join()
-    return total / SECONDS
-
-
-def _project(url: str, stop: ProcessEvent) -> None:
-    async def main() -> None:
-        done = asyncio.Event()
-        projector = asyncio.create_task(Projector(url).run(done))
-        while not stop.is_set():
-            await asyncio.sleep(0.05)
-        done.set()
-        await projector
-
-    asyncio.run(main())
-
-
-@contextlib.contextmanager
-def _pipeline(url: str) -> Iterator[None]:
-    """A projector and a runner with 4 zero-time simulated emulator slots, until exit."""
-    stop = multiprocessing.Event()
-    projector = multiprocessing.Process(target=_project, args=(url, stop))
-    projector.start()
-    runner = subprocess.Popen(
-        [
-            sys.executable,
-            "qgjobd.py",
-            "runner",
-            "--name",
-            "bench",
-            "--slots",
-            "emulator:4",
-            "--simulated",
-            "install_s=0,test_s=0",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "QGJOB_DATABASE_URL": url, "QGJOB_LOG_LEVEL": "WARNING"},
-    )
-    try:
-        yield
-    finally:
-        runner.send_signal(signal.SIGTERM)
-        runner.wait(timeout=60)
-        stop.set()
-        projector.join(timeout=60)
+    arguments = [(port, client, start_at) for client in range(clients)]
+    return total_over_processes(_client, arguments) / SECONDS
 
 
 def _started_at(url: str, count: int) -> dict[str, dt.datetime]:
@@ -228,7 +174,7 @@ def _stage_medians_ms(url: str) -> dict[str, float]:
 def latencies_ms(url: str, port: int) -> list[float]:
     sent: dict[str, dt.datetime] = {}
     connection = http.client.HTTPConnection("127.0.0.1", port)
-    with _pipeline(url):
+    with zero_time_pipeline(url, 4):
         time.sleep(2.0)  # let the runner register its slots and go idle
         next_at = time.monotonic()
         for index in range(LATENCY_JOBS):

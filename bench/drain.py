@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import multiprocessing
-import os
 import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -31,9 +28,9 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._database import bench_database
+from bench._processes import zero_time_pipeline
 from ledger.events import JobSubmitted, Metadata, Target
 from ledger.store import StreamWrite, append_many
-from projections.projector import Projector
 
 JOBS = 5_000
 APP_VERSIONS = 50
@@ -63,18 +60,6 @@ async def _submit(url: str) -> None:
             await append_many(conn, writes[start : start + 1_000])
 
 
-def _project(url: str, stop: multiprocessing.synchronize.Event) -> None:
-    async def main() -> None:
-        done = asyncio.Event()
-        projector = asyncio.create_task(Projector(url, poll_interval=0.5).run(done))
-        while not stop.is_set():
-            await asyncio.sleep(0.05)
-        done.set()
-        await projector
-
-    asyncio.run(main())
-
-
 def _scalar(conn: psycopg.Connection[Any], query: str) -> Any:
     row = conn.execute(query).fetchone()
     assert row is not None
@@ -91,32 +76,14 @@ def main() -> None:
                 conn.execute("checkpoint")
             started_at = _scalar(conn, "select clock_timestamp()")
             first_position = _scalar(conn, "select max(position) from events")
-            stop = multiprocessing.Event()
-            projector = multiprocessing.Process(target=_project, args=(url, stop))
-            projector.start()
-            runner = subprocess.Popen(
-                [
-                    sys.executable,
-                    str(ROOT / "qgjobd.py"),
-                    "runner",
-                    "--name",
-                    "bench",
-                    "--slots",
-                    f"emulator:{SLOTS}",
-                    "--simulated",
-                    "install_s=0,test_s=0,time_scale=0",
-                ],
-                env={**os.environ, "QGJOB_DATABASE_URL": url, "QGJOB_LOG_LEVEL": "WARNING"},
-            )
-            deadline = time.monotonic() + 300
-            while _scalar(conn, "select count(*) from events where type = 'JobPassed'") < JOBS:
-                if time.monotonic() > deadline or runner.poll() is not None:
-                    raise SystemExit("the runner did not drain the queue")
-                time.sleep(0.2)
-            runner.send_signal(signal.SIGTERM)
-            stop.set()
-            exit_code = runner.wait(60)
-            projector.join(60)
+            with zero_time_pipeline(url, SLOTS) as runner:
+                deadline = time.monotonic() + 300
+                while _scalar(conn, "select count(*) from events where type = 'JobPassed'") < JOBS:
+                    if time.monotonic() > deadline or runner.poll() is not None:
+                        raise SystemExit("the runner did not drain the queue")
+                    time.sleep(0.2)
+                runner.send_signal(signal.SIGTERM)
+                exit_code = runner.wait(60)
             finished_at = _scalar(
                 conn, "select max(recorded_at) from events where type = 'JobPassed'"
             )

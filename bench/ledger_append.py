@@ -22,6 +22,7 @@ from psycopg.types.json import Jsonb
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._database import bench_database
+from bench._processes import total_over_processes
 from ledger.codec import converter, encode
 from ledger.events import JobSubmitted, Metadata, Target
 from ledger.store import append
@@ -75,18 +76,8 @@ def _writer(kind: str, url: str, start_at: float, results: multiprocessing.Queue
 
 
 def measure(kind: str, url: str, writers: int) -> float:
-    results: multiprocessing.Queue[int] = multiprocessing.Queue()
     start_at = time.monotonic() + 1.0  # let every process connect first
-    processes = [
-        multiprocessing.Process(target=_writer, args=(kind, url, start_at, results))
-        for _ in range(writers)
-    ]
-    for process in processes:
-        process.start()
-    total = sum(results.get() for _ in processes)
-    for process in processes:
-        process.join()
-    return total / SECONDS
+    return total_over_processes(_writer, [(kind, url, start_at)] * writers) / SECONDS
 
 
 def main() -> None:

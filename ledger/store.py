@@ -9,9 +9,9 @@ Waking readers after a commit is ledger/wakeup.py's job, not the append's.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, LiteralString
 from uuid import UUID
 
 import attrs
@@ -112,6 +112,8 @@ async def append_many(
     conn: psycopg.AsyncConnection[Any], writes: Sequence[StreamWrite]
 ) -> list[Appended]:
     """Append to several streams in one statement: all the writes land, or none does."""
+    if len(writes) == 1 and len(writes[0].events) == 1:
+        return await _append_one(conn, writes[0])
     columns: dict[str, list[Any]] = {
         "stream_ids": [],
         "expected": [],
@@ -136,8 +138,32 @@ async def append_many(
             columns["metadatas"].append(metadata)
     if not columns["types"]:
         return []
+    return await _insert(conn, _QUERIES["append"], columns)
+
+
+async def _append_one(conn: psycopg.AsyncConnection[Any], write: StreamWrite) -> list[Appended]:
+    type_name, data = encode(write.events[0])
+    parameters = {
+        "stream_id": write.stream_id,
+        "expected": write.expected_version,
+        "type": type_name,
+        "data": Jsonb(data),
+        "metadata": Jsonb(converter.unstructure(write.metadata)),
+    }
+    appended = await _insert(conn, _QUERIES["append_one"], parameters)
+    if not appended:
+        raise ConcurrencyConflict(
+            f"{ConcurrencyConflict.__doc__} (stream {write.stream_id} is not at version "
+            f"{write.expected_version})"
+        )
+    return appended
+
+
+async def _insert(
+    conn: psycopg.AsyncConnection[Any], query: LiteralString, parameters: Mapping[str, Any]
+) -> list[Appended]:
     try:
-        cursor = await conn.execute(_QUERIES["append"], columns)
+        cursor = await conn.execute(query, parameters)
     except (pg_errors.UniqueViolation, pg_errors.SerializationFailure) as error:
         # The one place a lost race on a stream becomes a domain error.
         raise ConcurrencyConflict(

@@ -65,12 +65,15 @@ async def test_two_concurrent_appends_at_one_version_one_wins_one_conflicts(db_u
         assert [e.version for e in await read_stream(conn, job)] == [1, 2]
 
 
-async def test_append_ahead_of_the_stream_is_a_conflict_not_a_gap(db_url: str) -> None:
+@pytest.mark.parametrize("events", [1, 2], ids=["one event", "several events"])
+async def test_append_ahead_of_the_stream_is_a_conflict_not_a_gap(
+    db_url: str, events: int
+) -> None:
     job = uuid.uuid4()
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
         await append(conn, job, 0, [submitted()], metadata())
         with pytest.raises(ConcurrencyConflict):
-            await append(conn, job, 5, [JobStarted(attempt=1)], metadata())
+            await append(conn, job, 5, [JobStarted(attempt=1)] * events, metadata())
         assert len(await read_stream(conn, job)) == 1
 
 

@@ -1,0 +1,61 @@
+"""Processes a benchmark starts: qgjobd roles, and load generators on every core."""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def qgjobd(url: str, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``qgjobd ARGS`` against *url*; SIGTERM it (it drains) on leaving."""
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "qgjobd.py"), *args],
+        env={**os.environ, "QGJOB_DATABASE_URL": url, "QGJOB_LOG_LEVEL": "WARNING"},
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+
+
+@contextlib.contextmanager
+def zero_time_pipeline(url: str, slots: int) -> Iterator[subprocess.Popen[bytes]]:
+    """A projector and a runner with *slots* emulator slots whose tests take no time."""
+    with (
+        qgjobd(url, "projector", "--poll-interval", "0.5"),
+        qgjobd(
+            url,
+            "runner",
+            "--name",
+            "bench",
+            "--slots",
+            f"emulator:{slots}",
+            "--simulated",
+            "install_s=0,test_s=0,time_scale=0",
+        ) as runner,
+    ):
+        yield runner
+
+
+def total_over_processes(work: Callable[..., None], arguments: Sequence[tuple[Any, ...]]) -> int:
+    """Run ``work(*args, results)`` in one process per *arguments* item; sum what they put."""
+    results: multiprocessing.Queue[int] = multiprocessing.Queue()
+    processes = [multiprocessing.Process(target=work, args=(*args, results)) for args in arguments]
+    for process in processes:
+        process.start()
+    total = sum(results.get() for _ in processes)
+    for process in processes:
+        process.join()
+    return total
