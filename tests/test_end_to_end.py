@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ import pytest
 from psycopg import sql
 
 from projections.projector import Projector
+from tests.github_steps import run_workflow_steps, runner_env
 from tests.support.api import REPO_ROOT, free_port, uvicorn_server
 
 pytestmark = pytest.mark.slow
@@ -210,3 +212,56 @@ def test_without_a_server_the_cli_exits_4_naming_the_url() -> None:
     )
     assert result.returncode == 4
     assert server in result.stderr
+
+
+def _checkout(destination: Path) -> Path:
+    """A copy of what the workflow reads from the repository, as actions/checkout leaves it."""
+    destination.mkdir()
+    for part in ("qgjob.py", "scripts", "examples", ".github"):
+        source = REPO_ROOT / part
+        if source.is_dir():
+            shutil.copytree(source, destination / part)
+        else:
+            shutil.copy(source, destination / part)
+    return destination
+
+
+def _run_appwright_workflow(stack: str, workspace: Path) -> tuple[list[int], str]:
+    env = runner_env(workspace.parent / "runner")
+    exprs = {
+        "vars.QGJOB_SERVER": stack,
+        "vars.QGJOB_ORG_ID": "qualgent",
+        "github.sha": f"sha-{uuid.uuid4().hex[:8]}",
+        "github.repository": "qualgent/shop",
+        "github.repository_owner": "qualgent",
+    }
+    results = run_workflow_steps(
+        workspace / ".github" / "workflows" / "appwright.yml", exprs, env, workspace, timeout=180
+    )
+    summary = Path(env["GITHUB_STEP_SUMMARY"]).read_text()
+    return [result.returncode for result in results], summary
+
+
+def test_the_appwright_workflow_passes_against_a_real_stack(stack: str, tmp_path: Path) -> None:
+    workspace = _checkout(tmp_path / "workspace")
+    exit_codes, summary = _run_appwright_workflow(stack, workspace)
+    assert exit_codes == [0, 0], summary
+    specs = sorted(p.name for p in (workspace / "examples" / "tests").glob("*.spec.js"))
+    assert len(specs) >= 3
+    for spec in specs:
+        assert spec in summary
+    assert (workspace / "qgjob-junit.xml").exists()
+
+
+def test_the_appwright_workflow_fails_the_build_when_a_spec_fails(
+    stack: str, tmp_path: Path
+) -> None:
+    workspace = _checkout(tmp_path / "workspace")
+    # The simulated executor fails any spec whose path says "fail".
+    failing = workspace / "examples" / "tests" / "payment-fail.spec.js"
+    shutil.copy(workspace / "examples" / "tests" / "login.spec.js", failing)
+    exit_codes, summary = _run_appwright_workflow(stack, workspace)
+    submit, table = exit_codes
+    assert submit == 1, summary
+    assert table == 0, "the results table is still written when the suite failed"
+    assert "payment-fail.spec.js" in summary
