@@ -41,8 +41,8 @@ class _ReadModel:
     queue_depth: list[tuple[str, str, str, int]]
     #: (target, status, bucket index, jobs, total seconds); see the job_durations query.
     durations: list[tuple[str, str, int, int, float]]
-    #: (target, state, devices)
-    devices: list[tuple[str, str, int]]
+    #: (target, state, devices, lease expiries on them)
+    devices: list[tuple[str, str, int, int]]
     #: (target, installs done, installs saved)
     installs: list[tuple[str, int, int]]
     #: (projection, events behind, seconds behind, running)
@@ -112,9 +112,19 @@ class _ReadModelCollector(Collector):
         devices = GaugeMetricFamily(
             "qgjob_devices", "Device slots by target and state.", labels=["target", "state"]
         )
-        for target, state, count in snapshot.devices:
+        expiries = CounterMetricFamily(
+            "qgjob_lease_expiries",
+            "Job attempts lost because their agent stopped renewing its lease, by target.",
+            labels=["target"],
+        )
+        expired_by_target: dict[str, int] = {}
+        for target, state, count, expired in snapshot.devices:
             devices.add_metric([target, state], count)
+            expired_by_target[target] = expired_by_target.get(target, 0) + expired
+        for target, expired in expired_by_target.items():
+            expiries.add_metric([target], expired)
         yield devices
+        yield expiries
         installs = CounterMetricFamily(
             "qgjob_installs", "App installs done, by target.", labels=["target"]
         )

@@ -133,7 +133,7 @@ where duration_s is not null and status in ('passed', 'failed', 'timed_out')
 group by target, status, bucket;
 
 -- name: device_states
-select target, state, count(*)::integer as devices
+select target, state, count(*)::integer as devices, sum(lease_expiries)::bigint
 from devices
 group by target, state;
 

@@ -85,11 +85,11 @@ where jobs.job_id = j.job_id;
 insert into devices (
     device_id, version, name, target, agent_id, capabilities, state, current_group,
     installed_apps, installs, registered_at, last_seen_at, active_jobs, attempts, busy_s,
-    retired_at
+    retired_at, lease_expiries
 )
 select device_id, version, name, target, agent_id, capabilities, state, current_group,
        installed_apps, installs, registered_at, last_seen_at, active_jobs, attempts, busy_s,
-       retired_at
+       retired_at, lease_expiries
 from json_populate_recordset(null::devices, %(rows)s::json)
 on conflict (device_id) do update set
     version = excluded.version,
@@ -105,7 +105,8 @@ on conflict (device_id) do update set
     active_jobs = excluded.active_jobs,
     attempts = excluded.attempts,
     busy_s = excluded.busy_s,
-    retired_at = excluded.retired_at;
+    retired_at = excluded.retired_at,
+    lease_expiries = excluded.lease_expiries;
 
 -- name: create_groups
 insert into groups (

@@ -203,6 +203,8 @@ class Fold:
                 self._finished(row, _FAILED, at, duration)
                 row.failure_kind, row.last_error, row.output = kind.value, reason, output
             case JobLeaseExpired(agent_id=agent_id):
+                if (device := self._device_seen(row.device_id, at)) is not None:
+                    device.lease_expiries += 1
                 row.status, row.finished_at = _FAILED, at
                 row.failure_kind = _INFRASTRUCTURE
                 row.last_error = f"lease expired: agent {agent_id} stopped renewing it"

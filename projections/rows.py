@@ -91,6 +91,8 @@ class DeviceRow:
     attempts: int = 0
     #: Seconds of test runs it reported.
     busy_s: float = 0.0
+    #: Attempts on it that ended because its agent's lease lapsed.
+    lease_expiries: int = 0
     retired_at: dt.datetime | None = None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import Any
 
@@ -13,7 +14,17 @@ from psycopg import sql
 from starlette.routing import Route
 
 from http_api.app import routes
-from ledger.events import JobAssigned, JobPassed, JobStarted, JobSubmitted, Metadata
+from ledger.events import (
+    DeviceRegistered,
+    JobAssigned,
+    JobLeaseExpired,
+    JobPassed,
+    JobRetryScheduled,
+    JobStarted,
+    JobSubmitted,
+    Metadata,
+    Target,
+)
 from ledger.store import append
 from projections.projector import Projector
 from tests.support.api import api_client, job_body
@@ -159,3 +170,39 @@ async def test_metrics_parse_and_report_queue_durations_and_lag(db_url: str) -> 
         if s.name == "qgjob_http_requests_total" and s.labels["route"] == "/jobs"
     ]
     assert sum(s.value for s in posts) == 3
+
+
+async def test_metrics_count_attempts_lost_to_expired_leases(db_url: str) -> None:
+    device = uuid.uuid4()
+    async with api_client(db_url) as client:
+        job = (await client.post("/jobs", json=job_body())).json()
+        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+            await append(
+                conn,
+                device,
+                0,
+                [DeviceRegistered(name="pixel", target=Target.DEVICE, agent_id="agent-1")],
+                Metadata(org_id="qualgent", actor="runner:test"),
+            )
+            await Projector(db_url).catch_up()
+            await append(
+                conn,
+                uuid.UUID(job["job_id"]),
+                2,
+                [
+                    JobAssigned(attempt=1, device_id=device, agent_id="agent-1"),
+                    JobLeaseExpired(attempt=1, agent_id="agent-1"),
+                    JobRetryScheduled(
+                        attempt=1, not_before=dt.datetime.now(dt.UTC), reason="agent lost"
+                    ),
+                ],
+                Metadata(org_id="qualgent", actor="runner:rescuer"),
+            )
+        await Projector(db_url).catch_up()
+        response = await client.get("/metrics")
+    expiries = {
+        s.labels["target"]: s.value
+        for s in _samples(response.text)["qgjob_lease_expiries"]
+        if s.name == "qgjob_lease_expiries_total"
+    }
+    assert expiries == {"device": 1}

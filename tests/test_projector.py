@@ -177,7 +177,8 @@ async def test_an_expired_lease_requeues_the_job_and_frees_the_device(db_url: st
         row = await _job(conn, job)
         assert (row["status"], row["failure_kind"]) == ("retrying", "infrastructure")
         assert "lease expired" in row["last_error"]
-        assert (await _device(conn, device))["active_jobs"] == 0
+        device_row = await _device(conn, device)
+        assert (device_row["active_jobs"], device_row["lease_expiries"]) == (0, 1)
         (group,) = await fetch(conn, "select * from groups")
         assert (group["queued"], group["running"], group["failed"]) == (1, 0, 0)
 
