@@ -44,20 +44,13 @@ class Caller:
 
     def org_for_write(self, requested: str | None) -> str | None:
         """The organisation a write acts for: the token's, which the body may only repeat."""
-        if self.org_id is None:
-            return requested
-        if requested is not None and requested != self.org_id:
-            raise ApiError(
-                403,
-                "wrong_org",
-                f"this token belongs to organisation {self.org_id!r}, not {requested!r}",
-                field="org_id",
-            )
-        return self.org_id
+        return self._scoped(requested, field="org_id")
 
     def org_for_read(self, request: Request) -> str | None:
         """The organisation a read is limited to; None (every org) only in local mode."""
-        requested = request.query_params.get("org") or None
+        return self._scoped(request.query_params.get("org") or None, field="org")
+
+    def _scoped(self, requested: str | None, *, field: str) -> str | None:
         if self.org_id is None:
             return requested
         if requested is not None and requested != self.org_id:
@@ -65,7 +58,7 @@ class Caller:
                 403,
                 "wrong_org",
                 f"this token belongs to organisation {self.org_id!r}, not {requested!r}",
-                field="org",
+                field=field,
             )
         return self.org_id
 

@@ -8,22 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from ledger.decisions import JobStatus
+from ledger.events import Target
+
 __all__ = ["openapi_document"]
 
 Json = dict[str, Any]
 
-_STATUSES = [
-    "submitted",
-    "grouped",
-    "assigned",
-    "running",
-    "retrying",
-    "passed",
-    "failed",
-    "cancelled",
-    "timed_out",
-]
-_TARGETS = ["emulator", "device", "browserstack"]
+_STATUSES = [status.value for status in JobStatus]
+_TARGETS = [target.value for target in Target]
 
 
 def _ref(name: str) -> Json:
