@@ -6,21 +6,9 @@ submit schema lists exactly the fields the ledger's JobSubmitted accepts.
 
 from __future__ import annotations
 
-from typing import Any
-
-from ledger.decisions import JobStatus
-from ledger.events import Target
+from http_api.openapi_schemas import SCHEMAS, STATUSES, Json, ref
 
 __all__ = ["openapi_document"]
-
-Json = dict[str, Any]
-
-_STATUSES = [status.value for status in JobStatus]
-_TARGETS = [target.value for target in Target]
-
-
-def _ref(name: str) -> Json:
-    return {"$ref": f"#/components/schemas/{name}"}
 
 
 def _json(schema: Json, description: str) -> Json:
@@ -38,7 +26,7 @@ def _errors(*statuses: int) -> Json:
         422: "Idempotency-Key reused for another request",
         503: "the database is unavailable",
     }
-    return {str(status): _json(_ref("Error"), meaning[status]) for status in statuses}
+    return {str(status): _json(ref("Error"), meaning[status]) for status in statuses}
 
 
 def _query(name: str, description: str, schema: Json) -> Json:
@@ -68,126 +56,6 @@ _WAIT = _query(
 )
 _AUTHED: list[Json] = [{"bearer": []}]
 
-_SUBMIT_FIELDS: Json = {
-    "org_id": {"type": "string", "description": "owning organisation; a token implies it"},
-    "app_version_id": {"type": "string", "description": "the app build under test"},
-    "test_path": {"type": "string", "description": "one AppWright spec (a single job)"},
-    "target": {"type": "string", "enum": _TARGETS},
-    "priority": {"type": "integer", "minimum": 1, "maximum": 10, "default": 5},
-    "build": {"type": ["string", "null"], "description": "app binary: path, URL or bs:// id"},
-    "repo": {"type": ["string", "null"]},
-    "commit": {"type": ["string", "null"]},
-    "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 32},
-    "max_attempts": {"type": "integer", "minimum": 1, "maximum": 10, "default": 1},
-    "timeout_s": {"type": ["number", "null"], "exclusiveMinimum": 0},
-    "queue_timeout_s": {"type": ["number", "null"], "exclusiveMinimum": 0},
-    "force": {
-        "type": "boolean",
-        "default": False,
-        "description": "queue even if an identical job is still queued or running",
-    },
-}
-
-_SCHEMAS: Json = {
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["code", "message", "field"],
-                "properties": {
-                    "code": {"type": "string"},
-                    "message": {"type": "string"},
-                    "field": {"type": ["string", "null"]},
-                },
-            }
-        },
-    },
-    "SubmitJob": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["app_version_id", "test_path", "target"],
-        "properties": _SUBMIT_FIELDS,
-    },
-    "SubmitSuite": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["app_version_id", "tests", "target"],
-        "properties": {
-            **{k: v for k, v in _SUBMIT_FIELDS.items() if k != "test_path"},
-            "tests": {
-                "type": "array",
-                "items": {"type": "string"},
-                "minItems": 1,
-                "maxItems": 1000,
-            },
-        },
-    },
-    "Job": {
-        "type": "object",
-        "properties": {
-            "job_id": {"type": "string", "format": "uuid"},
-            "org_id": {"type": "string"},
-            "app_version_id": {"type": "string"},
-            "test_path": {"type": "string"},
-            "target": {"type": "string", "enum": _TARGETS},
-            "priority": {"type": "integer"},
-            "status": {"type": "string", "enum": _STATUSES},
-            "run_id": {"type": ["string", "null"], "format": "uuid"},
-            "group_id": {"type": ["string", "null"], "format": "uuid"},
-            "device_id": {"type": ["string", "null"], "format": "uuid"},
-            "attempts": {"type": "integer"},
-            "flaky": {"type": "boolean"},
-            "failure_kind": {"type": ["string", "null"], "enum": ["test", "infrastructure", None]},
-            "last_error": {"type": ["string", "null"]},
-            "build": {"type": ["string", "null"]},
-            "repo": {"type": ["string", "null"]},
-            "commit": {"type": ["string", "null"]},
-            "tags": {"type": "array", "items": {"type": "string"}},
-            "max_attempts": {"type": "integer"},
-            "timeout_s": {"type": ["number", "null"]},
-            "submitted_at": {"type": "string", "format": "date-time"},
-            "started_at": {"type": ["string", "null"], "format": "date-time"},
-            "finished_at": {"type": ["string", "null"], "format": "date-time"},
-            "duration_s": {"type": ["number", "null"]},
-        },
-    },
-    "Run": {
-        "type": "object",
-        "properties": {
-            "run_id": {"type": "string", "format": "uuid"},
-            "done": {"type": "boolean"},
-            "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
-            "jobs": {"type": "array", "items": _ref("Job")},
-        },
-    },
-    "Event": {
-        "type": "object",
-        "properties": {
-            "position": {"type": "integer"},
-            "version": {"type": "integer"},
-            "type": {"type": "string"},
-            "data": {"type": "object"},
-            "metadata": {"type": "object"},
-            "recorded_at": {"type": "string", "format": "date-time"},
-        },
-    },
-    "Group": {"type": "object", "description": "a row of the groups projection"},
-    "Device": {"type": "object", "description": "a row of the devices projection"},
-    "Snapshot": {
-        "type": "object",
-        "properties": {
-            "generated_at": {"type": "string", "format": "date-time"},
-            "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
-            "queue": {"type": "array", "items": {"type": "object"}},
-            "groups": {"type": "array", "items": _ref("Group")},
-            "devices": {"type": "array", "items": _ref("Device")},
-            "jobs": {"type": "array", "items": _ref("Job")},
-        },
-    },
-}
-
 _SUBMIT: Json = {
     "summary": "Submit one job, or a suite of tests that gets a run id",
     "security": _AUTHED,
@@ -203,19 +71,19 @@ _SUBMIT: Json = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": {"oneOf": [_ref("SubmitJob"), _ref("SubmitSuite")]}}
+            "application/json": {"schema": {"oneOf": [ref("SubmitJob"), ref("SubmitSuite")]}}
         },
     },
     "responses": {
         "201": _json(
             {
                 "oneOf": [
-                    _ref("Job"),
+                    ref("Job"),
                     {
                         "type": "object",
                         "properties": {
                             "run_id": {"type": "string", "format": "uuid"},
-                            "jobs": {"type": "array", "items": _ref("Job")},
+                            "jobs": {"type": "array", "items": ref("Job")},
                         },
                     },
                 ]
@@ -231,7 +99,7 @@ _GET_JOB: Json = {
     "summary": "A job; with ?wait=N, held until it has ended or N seconds passed",
     "security": _AUTHED,
     "parameters": [_path("job_id"), _WAIT, _ORG],
-    "responses": {"200": _json(_ref("Job"), "the job"), **_errors(400, 401, 404, 503)},
+    "responses": {"200": _json(ref("Job"), "the job"), **_errors(400, 401, 404, 503)},
 }
 
 _PATHS: Json = {
@@ -247,7 +115,7 @@ _PATHS: Json = {
             "security": _AUTHED,
             "parameters": [_ORG],
             "responses": {
-                "200": _json(_ref("Snapshot"), "counts, queue, groups, devices, jobs"),
+                "200": _json(ref("Snapshot"), "counts, queue, groups, devices, jobs"),
                 **_errors(401, 403, 503),
             },
         }
@@ -270,7 +138,7 @@ _PATHS: Json = {
             "security": _AUTHED,
             "parameters": [
                 _ORG,
-                _query("status", "only jobs in this status", {"type": "string", "enum": _STATUSES}),
+                _query("status", "only jobs in this status", {"type": "string", "enum": STATUSES}),
                 _query("app_version_id", "only jobs of this app build", {"type": "string"}),
                 _query("run_id", "only jobs of this run", {"type": "string", "format": "uuid"}),
                 _query(
@@ -285,7 +153,7 @@ _PATHS: Json = {
                     {
                         "type": "object",
                         "properties": {
-                            "jobs": {"type": "array", "items": _ref("Job")},
+                            "jobs": {"type": "array", "items": ref("Job")},
                             "next_cursor": {"type": ["string", "null"]},
                         },
                     },
@@ -307,7 +175,7 @@ _PATHS: Json = {
                 "200": _json(
                     {
                         "type": "object",
-                        "properties": {"events": {"type": "array", "items": _ref("Event")}},
+                        "properties": {"events": {"type": "array", "items": ref("Event")}},
                     },
                     "the events in order",
                 ),
@@ -333,7 +201,7 @@ _PATHS: Json = {
                 },
             },
             "responses": {
-                "200": _json(_ref("Job"), "the job, cancelled or as it ended"),
+                "200": _json(ref("Job"), "the job, cancelled or as it ended"),
                 **_errors(400, 401, 404, 409, 503),
             },
         }
@@ -343,7 +211,7 @@ _PATHS: Json = {
             "summary": "A suite's jobs and counts; with ?wait=N, held until every job ended",
             "security": _AUTHED,
             "parameters": [_path("run_id"), _WAIT, _ORG],
-            "responses": {"200": _json(_ref("Run"), "the run"), **_errors(400, 401, 404, 503)},
+            "responses": {"200": _json(ref("Run"), "the run"), **_errors(400, 401, 404, 503)},
         }
     },
     "/groups": {
@@ -362,7 +230,7 @@ _PATHS: Json = {
                 "200": _json(
                     {
                         "type": "object",
-                        "properties": {"groups": {"type": "array", "items": _ref("Group")}},
+                        "properties": {"groups": {"type": "array", "items": ref("Group")}},
                     },
                     "groups",
                 ),
@@ -379,7 +247,7 @@ _PATHS: Json = {
                 "200": _json(
                     {
                         "type": "object",
-                        "properties": {"devices": {"type": "array", "items": _ref("Device")}},
+                        "properties": {"devices": {"type": "array", "items": ref("Device")}},
                     },
                     "devices",
                 ),
@@ -398,7 +266,7 @@ _PATHS: Json = {
             "summary": "The database answers and the projectors are not far behind",
             "responses": {
                 "200": _json({"type": "object"}, "ready"),
-                "503": _json(_ref("Error"), "not ready: database or projector lag"),
+                "503": _json(ref("Error"), "not ready: database or projector lag"),
             },
         }
     },
@@ -429,7 +297,7 @@ def openapi_document() -> Json:
             '{"error": {"code", "message", "field"}}.',
         },
         "components": {
-            "schemas": _SCHEMAS,
+            "schemas": SCHEMAS,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "paths": _PATHS,

@@ -1,0 +1,140 @@
+"""The schemas of the OpenAPI document: the JSON bodies the API takes and gives."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ledger.decisions import JobStatus
+from ledger.events import Target
+
+__all__ = ["SCHEMAS", "STATUSES", "Json", "ref"]
+
+Json = dict[str, Any]
+
+STATUSES = [status.value for status in JobStatus]
+_TARGETS = [target.value for target in Target]
+
+
+def ref(name: str) -> Json:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+_SUBMIT_FIELDS: Json = {
+    "org_id": {"type": "string", "description": "owning organisation; a token implies it"},
+    "app_version_id": {"type": "string", "description": "the app build under test"},
+    "test_path": {"type": "string", "description": "one AppWright spec (a single job)"},
+    "target": {"type": "string", "enum": _TARGETS},
+    "priority": {"type": "integer", "minimum": 1, "maximum": 10, "default": 5},
+    "build": {"type": ["string", "null"], "description": "app binary: path, URL or bs:// id"},
+    "repo": {"type": ["string", "null"]},
+    "commit": {"type": ["string", "null"]},
+    "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 32},
+    "max_attempts": {"type": "integer", "minimum": 1, "maximum": 10, "default": 1},
+    "timeout_s": {"type": ["number", "null"], "exclusiveMinimum": 0},
+    "queue_timeout_s": {"type": ["number", "null"], "exclusiveMinimum": 0},
+    "force": {
+        "type": "boolean",
+        "default": False,
+        "description": "queue even if an identical job is still queued or running",
+    },
+}
+
+SCHEMAS: Json = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message", "field"],
+                "properties": {
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                    "field": {"type": ["string", "null"]},
+                },
+            }
+        },
+    },
+    "SubmitJob": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["app_version_id", "test_path", "target"],
+        "properties": _SUBMIT_FIELDS,
+    },
+    "SubmitSuite": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["app_version_id", "tests", "target"],
+        "properties": {
+            **{k: v for k, v in _SUBMIT_FIELDS.items() if k != "test_path"},
+            "tests": {
+                "type": "array",
+                "items": {"type": "string"},
+                "minItems": 1,
+                "maxItems": 1000,
+            },
+        },
+    },
+    "Job": {
+        "type": "object",
+        "properties": {
+            "job_id": {"type": "string", "format": "uuid"},
+            "org_id": {"type": "string"},
+            "app_version_id": {"type": "string"},
+            "test_path": {"type": "string"},
+            "target": {"type": "string", "enum": _TARGETS},
+            "priority": {"type": "integer"},
+            "status": {"type": "string", "enum": STATUSES},
+            "run_id": {"type": ["string", "null"], "format": "uuid"},
+            "group_id": {"type": ["string", "null"], "format": "uuid"},
+            "device_id": {"type": ["string", "null"], "format": "uuid"},
+            "attempts": {"type": "integer"},
+            "flaky": {"type": "boolean"},
+            "failure_kind": {"type": ["string", "null"], "enum": ["test", "infrastructure", None]},
+            "last_error": {"type": ["string", "null"]},
+            "build": {"type": ["string", "null"]},
+            "repo": {"type": ["string", "null"]},
+            "commit": {"type": ["string", "null"]},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "max_attempts": {"type": "integer"},
+            "timeout_s": {"type": ["number", "null"]},
+            "submitted_at": {"type": "string", "format": "date-time"},
+            "started_at": {"type": ["string", "null"], "format": "date-time"},
+            "finished_at": {"type": ["string", "null"], "format": "date-time"},
+            "duration_s": {"type": ["number", "null"]},
+        },
+    },
+    "Run": {
+        "type": "object",
+        "properties": {
+            "run_id": {"type": "string", "format": "uuid"},
+            "done": {"type": "boolean"},
+            "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "jobs": {"type": "array", "items": ref("Job")},
+        },
+    },
+    "Event": {
+        "type": "object",
+        "properties": {
+            "position": {"type": "integer"},
+            "version": {"type": "integer"},
+            "type": {"type": "string"},
+            "data": {"type": "object"},
+            "metadata": {"type": "object"},
+            "recorded_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "Group": {"type": "object", "description": "a row of the groups projection"},
+    "Device": {"type": "object", "description": "a row of the devices projection"},
+    "Snapshot": {
+        "type": "object",
+        "properties": {
+            "generated_at": {"type": "string", "format": "date-time"},
+            "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "queue": {"type": "array", "items": {"type": "object"}},
+            "groups": {"type": "array", "items": ref("Group")},
+            "devices": {"type": "array", "items": ref("Device")},
+            "jobs": {"type": "array", "items": ref("Job")},
+        },
+    },
+}
