@@ -18,7 +18,6 @@ import importlib.util
 import os
 import pwd
 import shlex
-import socket
 import stat
 import subprocess
 import tempfile
@@ -29,6 +28,15 @@ from urllib.parse import urlencode
 
 import attrs
 
+from ledger.embedded_os import (
+    SERVER_USER,
+    accepts,
+    chown_tree,
+    first_line,
+    live_pid,
+    make_traversable,
+    postmaster_lines,
+)
 from ledger.errors import EmbeddedClusterError
 
 __all__ = ["DATABASE_URL_ENV", "EmbeddedCluster", "database_url"]
@@ -36,8 +44,6 @@ __all__ = ["DATABASE_URL_ENV", "EmbeddedCluster", "database_url"]
 #: The environment variable naming an external server; when set, it always wins.
 DATABASE_URL_ENV = "QGJOB_DATABASE_URL"
 
-# postgres refuses to run as root; as root, the server runs as this system user.
-_SERVER_USER = "qgjob"
 # Every cluster has its own socket directory, so all of them can use the default port.
 _PORT = 5432
 _SETTINGS = {
@@ -113,10 +119,10 @@ class EmbeddedCluster:
         """Stop the server (fast shutdown: sessions are ended, data is kept); no-op if stopped."""
         with self._locked():
             # Also stops a postmaster that is starting or has lost its socket.
-            if _live_pid(_postmaster_lines(self.data_dir)) is None:
+            if live_pid(postmaster_lines(self.data_dir)) is None:
                 return
             code, output = self._pg_ctl(_server_account(), "-m", "fast", "stop")
-            if code != 0 and _live_pid(_postmaster_lines(self.data_dir)) is not None:
+            if code != 0 and live_pid(postmaster_lines(self.data_dir)) is not None:
                 raise EmbeddedClusterError(f"pg_ctl stop failed:\n{output}")
             # Empty after a clean shutdown; leave it if the server left anything behind.
             with contextlib.suppress(OSError):
@@ -124,12 +130,12 @@ class EmbeddedCluster:
 
     def status(self) -> str | None:
         """The URL if the server is running, else None."""
-        lines = _postmaster_lines(self.data_dir)
+        lines = postmaster_lines(self.data_dir)
         # postmaster.pid is written in steps; the socket directory is its fifth line.
-        if len(lines) < 5 or not lines[3].isdigit() or _live_pid(lines) is None:
+        if len(lines) < 5 or not lines[3].isdigit() or live_pid(lines) is None:
             return None
         socket_dir, port = Path(lines[4]), int(lines[3])
-        if not _accepts(socket_dir / f".s.PGSQL.{port}"):
+        if not accepts(socket_dir / f".s.PGSQL.{port}"):
             return None
         query = urlencode({"host": str(socket_dir), "port": port}, safe="/")
         return f"postgresql://postgres@/postgres?{query}"
@@ -147,7 +153,7 @@ class EmbeddedCluster:
         """status(), once a postmaster that is starting, stopping or dying has settled."""
         deadline = time.monotonic() + _PG_CTL_TIMEOUT_S
         while (url := self.status()) is None:
-            if (pid := _live_pid(_postmaster_lines(self.data_dir))) is None:
+            if (pid := live_pid(postmaster_lines(self.data_dir))) is None:
                 return None
             if time.monotonic() > deadline:
                 raise EmbeddedClusterError(
@@ -172,10 +178,10 @@ class EmbeddedCluster:
             return
         # The server account must reach the data directory and the binaries even when the
         # repository was cloned under a private directory such as /root (the wheel does this).
-        _make_traversable(self.data_dir.parent)
-        _make_traversable(_bin_dir())
+        make_traversable(self.data_dir.parent)
+        make_traversable(_bin_dir())
         if self.data_dir.stat().st_uid != account.pw_uid:
-            _chown_tree(self.data_dir, account)
+            chown_tree(self.data_dir, account)
 
     def _prepare_socket_dir(self, account: pwd.struct_passwd | None) -> None:
         path = self.socket_dir
@@ -203,13 +209,13 @@ class EmbeddedCluster:
         orphans (a container whose PID 1 is not an init). Removing them is safe: postgres
         still refuses to start while any backend of the old server holds its shared memory.
         """
-        lines = _postmaster_lines(self.data_dir)
-        if not lines or not lines[0].isdigit() or _live_pid(lines) is not None:
+        lines = postmaster_lines(self.data_dir)
+        if not lines or not lines[0].isdigit() or live_pid(lines) is not None:
             return
         locks = [self.data_dir / "postmaster.pid"]
         if len(lines) >= 5 and lines[3].isdigit():
             socket_lock = Path(lines[4]) / f".s.PGSQL.{lines[3]}.lock"
-            if _first_line(socket_lock) == lines[0]:
+            if first_line(socket_lock) == lines[0]:
                 locks.append(socket_lock)
         for lock in locks:
             lock.unlink(missing_ok=True)
@@ -271,91 +277,19 @@ def _server_account() -> pwd.struct_passwd | None:
     if os.geteuid() != 0:
         return None
     with contextlib.suppress(KeyError):
-        return pwd.getpwnam(_SERVER_USER)
+        return pwd.getpwnam(SERVER_USER)
     try:
         created = subprocess.run(
-            ["useradd", "-r", _SERVER_USER], capture_output=True, text=True, check=False
+            ["useradd", "-r", SERVER_USER], capture_output=True, text=True, check=False
         )
     except FileNotFoundError:
         created = None
     try:
         # Another process may have created it meanwhile, making our useradd fail.
-        return pwd.getpwnam(_SERVER_USER)
+        return pwd.getpwnam(SERVER_USER)
     except KeyError:
         detail = "useradd not found" if created is None else created.stderr.strip()
         raise EmbeddedClusterError(
-            f"PostgreSQL refuses to run as root and the system user {_SERVER_USER!r} "
+            f"PostgreSQL refuses to run as root and the system user {SERVER_USER!r} "
             f"could not be created ({detail}); create it or set {DATABASE_URL_ENV}"
         ) from None
-
-
-def _make_traversable(path: Path) -> None:
-    """Add o+x to ``path`` and every directory above it."""
-    for directory in (path, *path.parents):
-        mode = directory.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            directory.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
-
-
-def _chown_tree(root: Path, account: pwd.struct_passwd) -> None:
-    os.chown(root, account.pw_uid, account.pw_gid)
-    for parent, directories, files in os.walk(root):
-        for name in (*directories, *files):
-            os.chown(
-                os.path.join(parent, name), account.pw_uid, account.pw_gid, follow_symlinks=False
-            )
-
-
-def _postmaster_lines(data_dir: Path) -> list[str]:
-    try:
-        return [line.strip() for line in (data_dir / "postmaster.pid").read_text().splitlines()]
-    except FileNotFoundError:
-        return []
-
-
-def _first_line(path: Path) -> str | None:
-    try:
-        return path.read_text().partition("\n")[0].strip()
-    except FileNotFoundError:
-        return None
-
-
-def _live_pid(postmaster_lines: list[str]) -> int | None:
-    """The postmaster's pid if that process is alive and runs as the server's user."""
-    if not postmaster_lines or not postmaster_lines[0].isdigit():
-        return None
-    pid = int(postmaster_lines[0])
-    uid = os.geteuid() if os.geteuid() != 0 else _existing_uid(_SERVER_USER)
-    if uid is None or pid == os.getpid():
-        return None
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return None
-    if not Path("/proc/self").exists():
-        return pid  # no procfs (macOS): the signal check is all there is
-    try:
-        owner = Path(f"/proc/{pid}").stat().st_uid
-        # The state follows the parenthesised command name, which may itself hold ")".
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except OSError:
-        return None  # it exited meanwhile
-    return pid if owner == uid and state != "Z" else None
-
-
-def _existing_uid(user: str) -> int | None:
-    try:
-        return pwd.getpwnam(user).pw_uid
-    except KeyError:
-        return None
-
-
-def _accepts(socket_path: Path) -> bool:
-    """Whether a server listens on the Unix socket (a stale socket file refuses)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(2.0)
-        try:
-            probe.connect(str(socket_path))
-        except OSError:
-            return False
-    return True

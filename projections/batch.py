@@ -16,53 +16,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, LiteralString
+from typing import Any
 from uuid import UUID
 
-import attrs
 import orjson
 import psycopg
 from psycopg.rows import kwargs_row
 from psycopg.types.json import set_json_loads
 
 from ledger.decisions import TERMINAL
-from ledger.errors import ConcurrencyConflict
-from ledger.events import DEVICE_EVENTS, JOB_EVENTS, JobAssigned, JobSubmitted, Metadata
+from ledger.events import DEVICE_EVENTS, JOB_EVENTS, JobAssigned
 from ledger.sqlfile import load_queries
-from ledger.store import Appended, Checkpoint, StreamWrite, append_many
-from projections.fold import GROUP_COUNTERS, Fold
+from ledger.store import Checkpoint
+from projections.batch_grouping import ACTOR, group_new_jobs
+from projections.fold import Fold
 from projections.grouping import Grouping
 from projections.reading import Read, read_events, read_stream_events
-from projections.rows import DEVICE_COLUMNS, JOB_COLUMNS, DeviceRow, JobRow
+from projections.rows import DeviceRow, JobRow
+from projections.writing import write_statements
 
 __all__ = ["ACTOR", "BatchApplier", "connect"]
 
 _log = logging.getLogger(__name__)
 _QUERIES = load_queries(Path(__file__).with_name("batch.sql"))
-#: Who the JobGrouped events say wrote them.
-ACTOR = "projector"
-_UPDATED_JOB_COLUMNS = (
-    "job_id",
-    "version",
-    "status",
-    "group_id",
-    "device_id",
-    "agent_id",
-    "attempts",
-    "flaky",
-    "failure_kind",
-    "last_error",
-    "output",
-    "not_before",
-    "grouped_at",
-    "assigned_at",
-    "started_at",
-    "finished_at",
-    "duration_s",
-    "updated_at",
-)
 
 
 async def connect(url: str) -> psycopg.AsyncConnection[Any]:
@@ -202,8 +180,8 @@ class BatchApplier:
             locked = Checkpoint(txid=row[0], position=row[1])
             if locked != start:
                 raise _Moved(locked)
-            await self._group(conn, fold, events)
-            statements = _statements(fold)
+            await group_new_jobs(conn, self.grouping, fold, events)
+            statements = write_statements(fold)
             taken.set()
             # Sent in one go, so the server works through them while the next batch is
             # decoded and folded here; the pipeline's end waits for them all.
@@ -300,49 +278,6 @@ class BatchApplier:
         self._devices.clear()
         self._remembered_at = None
 
-    # ---- grouping -------------------------------------------------------------------------
-
-    async def _group(
-        self, conn: psycopg.AsyncConnection[Any], fold: Fold, events: Sequence[Read]
-    ) -> None:
-        """Group the batch's new jobs that nothing has moved on yet, and fold that in too."""
-        submitted = {
-            e.stream_id: e
-            for e in events
-            if isinstance(e.event, JobSubmitted) and fold.jobs[e.stream_id].version == 1
-        }
-        if not submitted:
-            return
-        cursor = await conn.execute(_QUERIES["stream_versions"], {"stream_ids": list(submitted)})
-        versions = dict(await cursor.fetchall())
-        writes = []
-        for job_id, recorded in submitted.items():
-            if versions.get(job_id) != 1:
-                continue  # cancelled or otherwise moved on before it was grouped
-            write = self._grouping_write(job_id, recorded)
-            if write is not None:
-                writes.append(write)
-        for write, appended in await _append_what_still_fits(conn, writes):
-            fold.apply(write.stream_id, appended.version, write.events[0], appended.recorded_at)
-
-    def _grouping_write(self, job_id: UUID, recorded: Read) -> StreamWrite | None:
-        assert isinstance(recorded.event, JobSubmitted) and recorded.metadata is not None
-        try:
-            grouped = self.grouping.group(recorded.event)
-        except Exception:
-            # A broken custom strategy leaves this job ungrouped; it must not stop the others.
-            _log.exception("grouping strategy %s failed for job %s", self.grouping.name, job_id)
-            return None
-        metadata = Metadata(
-            org_id=recorded.metadata.org_id,
-            actor=ACTOR,
-            correlation_id=recorded.metadata.correlation_id,
-            causation_id=str(recorded.position),
-        )
-        return StreamWrite(
-            stream_id=job_id, expected_version=1, events=[grouped], metadata=metadata
-        )
-
 
 def _take(ids: set[UUID], remembered: dict[UUID, Any], into: dict[UUID, Any]) -> set[UUID]:
     """Copy the remembered rows of *ids* into *into*; return the ids not remembered."""
@@ -383,74 +318,6 @@ async def _fill_gaps(
     return filled
 
 
-async def _append_what_still_fits(
-    conn: psycopg.AsyncConnection[Any], writes: list[StreamWrite]
-) -> list[tuple[StreamWrite, Appended]]:
-    """Append all *writes* at once; if a stream moved on meanwhile, each alone, skipping it."""
-    if not writes:
-        return []
-    try:
-        async with conn.transaction():
-            return list(zip(writes, await append_many(conn, writes), strict=True))
-    except ConcurrencyConflict:
-        pass
-    done = []
-    for write in writes:
-        try:
-            async with conn.transaction():
-                (appended,) = await append_many(conn, [write])
-        except ConcurrencyConflict:
-            _log.info("job %s moved on before it was grouped; leaving it", write.stream_id)
-            continue
-        done.append((write, appended))
-    return done
-
-
-# ---- writing ------------------------------------------------------------------------------
-
-
-def _statements(fold: Fold) -> list[tuple[LiteralString, dict[str, Any]]]:
-    """The statements that write *fold*'s rows, with the rows serialised now."""
-    statements: list[tuple[LiteralString, dict[str, Any]]] = []
-    new_jobs = [fold.jobs[job_id] for job_id in fold.new_jobs]
-    if new_jobs:
-        statements.append((_QUERIES["insert_jobs"], _rows(new_jobs, JOB_COLUMNS)))
-    changed = [fold.jobs[job_id] for job_id in fold.changed_jobs - fold.new_jobs]
-    if changed:
-        statements.append((_QUERIES["update_jobs"], _rows(changed, _UPDATED_JOB_COLUMNS)))
-    if fold.changed_devices:
-        devices = [fold.devices[device_id] for device_id in fold.changed_devices]
-        statements.append((_QUERIES["upsert_devices"], _rows(devices, DEVICE_COLUMNS)))
-    new_groups = [
-        {"group_id": group_id, **attrs.asdict(change.new)}
-        for group_id, change in fold.groups.items()
-        if change.new is not None
-    ]
-    if new_groups:
-        statements.append((_QUERIES["create_groups"], {"rows": _json(new_groups)}))
-    if fold.groups:
-        changes = [
-            {
-                "group_id": group_id,
-                **{name: change.counts[name] for name in GROUP_COUNTERS},
-                "installs": change.installs,
-                "attempts": change.attempts,
-                "updated_at": change.updated_at,
-            }
-            for group_id, change in fold.groups.items()
-        ]
-        statements.append((_QUERIES["add_to_groups"], {"rows": _json(changes)}))
-    depths = [
-        {"org_id": org_id, "target": target, "status": status, "depth": delta}
-        for (org_id, target, status), delta in fold.queue.items()
-        if delta
-    ]
-    if depths:
-        statements.append((_QUERIES["add_to_queue_depth"], {"rows": _json(depths)}))
-        statements.append((_QUERIES["drop_empty_queue_depth"], {}))
-    return statements
-
-
 async def _first(event: asyncio.Event, task: asyncio.Task[Any]) -> None:
     """Wait until *event* is set or *task* ended; raise what *task* raised."""
     waiting = asyncio.ensure_future(event.wait())
@@ -460,13 +327,3 @@ async def _first(event: asyncio.Event, task: asyncio.Task[Any]) -> None:
         waiting.cancel()
     if task.done() and not event.is_set():
         task.result()
-
-
-def _rows(rows: Sequence[object], columns: Sequence[str]) -> dict[str, str]:
-    """The ``rows`` parameter of the write statements: *rows* as a JSON array of objects."""
-    return {"rows": _json([{column: getattr(row, column) for column in columns} for row in rows])}
-
-
-def _json(value: object) -> str:
-    # orjson writes UUIDs and datetimes (with their offsets) as PostgreSQL reads them.
-    return orjson.dumps(value).decode()

@@ -15,8 +15,6 @@ import logging
 from collections import Counter
 from uuid import UUID
 
-import attrs
-
 from ledger.decisions import JobStatus
 from ledger.events import (
     DEVICE_EVENTS,
@@ -39,25 +37,13 @@ from ledger.events import (
     JobSubmitted,
     JobTimedOut,
 )
+from projections.deltas import BUCKET, GroupChange, NewGroup, QueueKey
 from projections.rows import DeviceRow, JobRow
 
-__all__ = ["GROUP_COUNTERS", "Fold", "GroupChange", "NewGroup", "QueueKey"]
+__all__ = ["Fold"]
 
 _log = logging.getLogger(__name__)
 
-#: The per-status columns of ``groups``; a job counts in one of them once grouped.
-GROUP_COUNTERS = ("queued", "assigned", "running", "passed", "failed", "cancelled", "timed_out")
-_BUCKET: dict[str, str | None] = {
-    JobStatus.SUBMITTED: None,
-    JobStatus.GROUPED: "queued",
-    JobStatus.RETRYING: "queued",
-    JobStatus.ASSIGNED: "assigned",
-    JobStatus.RUNNING: "running",
-    JobStatus.PASSED: "passed",
-    JobStatus.FAILED: "failed",
-    JobStatus.CANCELLED: "cancelled",
-    JobStatus.TIMED_OUT: "timed_out",
-}
 _ON_DEVICE = frozenset({JobStatus.ASSIGNED, JobStatus.RUNNING})
 # Plain strings: the rows hold what the table holds, and enum attribute lookups are slow.
 _SUBMITTED, _GROUPED, _ASSIGNED, _RUNNING, _RETRYING = (
@@ -74,48 +60,6 @@ _PASSED, _FAILED, _CANCELLED, _TIMED_OUT = (
     JobStatus.TIMED_OUT.value,
 )
 _INFRASTRUCTURE = FailureKind.INFRASTRUCTURE.value
-
-#: (org_id, target, status): the key of a ``queue_depth`` row.
-QueueKey = tuple[str, str, str]
-
-
-@attrs.frozen(kw_only=True)
-class NewGroup:
-    """A group's row as its jobs grouped in one batch describe it.
-
-    Merging descriptions gives the same result in any order, so the row does not
-    depend on which applier grouped which job first.
-    """
-
-    org_id: str
-    strategy: str
-    group_key: str
-    #: The app version its jobs share; None when they have several.
-    app_version_id: str | None
-    target: str
-    #: When its first job was grouped.
-    created_at: dt.datetime
-
-    def merge(self, other: NewGroup) -> NewGroup:
-        return attrs.evolve(
-            self,
-            app_version_id=(
-                self.app_version_id if self.app_version_id == other.app_version_id else None
-            ),
-            created_at=min(self.created_at, other.created_at),
-        )
-
-
-@attrs.define(kw_only=True)
-class GroupChange:
-    """What a batch adds to one group's row."""
-
-    #: Set when the batch grouped a job into it: the row to create if it is new.
-    new: NewGroup | None = None
-    counts: Counter[str] = attrs.Factory(Counter)
-    installs: int = 0
-    attempts: int = 0
-    updated_at: dt.datetime
 
 
 class Fold:
@@ -235,7 +179,7 @@ class Fold:
         if row.status != status:
             self.queue[(row.org_id, row.target, status)] -= 1
             self.queue[(row.org_id, row.target, row.status)] += 1
-        old_bucket, new_bucket = _BUCKET[status], _BUCKET[row.status]
+        old_bucket, new_bucket = BUCKET[status], BUCKET[row.status]
         if group_id is not None and group_id == row.group_id:
             if old_bucket != new_bucket:
                 counts = self._group(group_id, at).counts

@@ -9,20 +9,14 @@ from a run that never reached one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import itertools
 import os
 import re
-import shutil
 import signal
-import tempfile
 import time
-import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Mapping, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import attrs
 from attrs import validators
@@ -30,25 +24,20 @@ from attrs import validators
 from ledger.errors import InfrastructureError
 
 from . import _process_group
+from ._appwright_build import check_template, resolve_build
 from ._appwright_config import ConfigPaths, render_config
+from ._appwright_verdicts import judge, keep_attachments, outcome, read_tail
 from ._playwright_report import Report, ReportUnreadable, read_report
 from .base import (
-    OUTPUT_LIMIT,
     Batch,
     BatchJob,
     BatchReporter,
-    Outcome,
-    OutcomeStatus,
     SlotSpec,
-    tail,
 )
 
 __all__ = ["AppWrightExecutor"]
 
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _WHITESPACE = re.compile(r"\s")
-#: Seconds without progress after which a build download is abandoned.
-_DOWNLOAD_TIMEOUT_S = 60.0
 
 
 def _absolute(value: str | os.PathLike[str]) -> Path:
@@ -61,17 +50,6 @@ def _no_whitespace(_instance: object, attribute: attrs.Attribute[Path], value: P
         raise ValueError(f"{attribute.name} must not contain whitespace: {str(value)!r}")
 
 
-def _template(_instance: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
-    if value is None:
-        return
-    try:
-        value.format(app_version_id="x")
-    except (KeyError, IndexError, ValueError) as exc:
-        raise ValueError(
-            f"{attribute.name} may only use the {{app_version_id}} placeholder: {value!r}"
-        ) from exc
-
-
 @attrs.frozen(kw_only=True)
 class AppWrightExecutor:
     """Runs batches as ``npx appwright test <specs…> --config <generated> --project <slot>``."""
@@ -80,7 +58,7 @@ class AppWrightExecutor:
     project_dir: Path = attrs.field(converter=_absolute)
     #: Where builds live when a job names none, e.g. ``builds/{app_version_id}.apk``,
     #: relative to project_dir unless absolute or a URL.
-    build_template: str | None = attrs.field(default=None, validator=_template)
+    build_template: str | None = attrs.field(default=None, validator=check_template)
     #: The npx executable.
     npx: str = "npx"
     #: Per-batch directories (config, log, reports, attachments) are created here.
@@ -99,48 +77,14 @@ class AppWrightExecutor:
         version, since they need a file), or a ``bs://`` id (BrowserStack only). Raises
         InfrastructureError naming the problem.
         """
-        ref = build or self._from_template(app_version_id)
-        match = _SCHEME.match(ref)
-        scheme = match.group(1).lower() if match else None
-        if scheme == "bs":
-            if slot.target != "browserstack":
-                raise InfrastructureError(
-                    f"build {ref!r} is a BrowserStack app id, but slot {slot.name!r} "
-                    f"is a {slot.target} slot"
-                )
-            return ref
-        if scheme in ("http", "https"):
-            if slot.target == "browserstack":
-                return ref
-            return str(await self._download(app_version_id, ref))
-        if scheme is not None:
-            raise InfrastructureError(
-                f"build {ref!r}: unsupported scheme {scheme}:// (use a path, http(s) or bs://)"
-            )
-        path = (self.project_dir / Path(ref).expanduser()).absolute()
-        if not path.exists():
-            raise InfrastructureError(f"build not found: {path}")
-        return str(path)
-
-    async def _download(self, app_version_id: str, url: str) -> Path:
-        """Fetch a build once per (app version, URL): local devices need a local file."""
-        key = hashlib.sha256(f"{app_version_id}\n{url}".encode()).hexdigest()[:16]
-        name = PurePosixPath(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name
-        path = self.work_dir / "builds" / key / (name if name not in ("", "..") else "build")
-        if not path.is_file():
-            try:
-                await asyncio.to_thread(_fetch, url, path)
-            except (OSError, ValueError) as exc:
-                raise InfrastructureError(f"cannot download build {url}: {exc}") from exc
-        return path
-
-    def _from_template(self, app_version_id: str) -> str:
-        if self.build_template is None:
-            raise InfrastructureError(
-                f"no build for app version {app_version_id!r}: the job names none "
-                "and this runner has no build template"
-            )
-        return self.build_template.format(app_version_id=app_version_id)
+        return await resolve_build(
+            slot,
+            app_version_id,
+            build,
+            project_dir=self.project_dir,
+            work_dir=self.work_dir,
+            build_template=self.build_template,
+        )
 
     async def run(self, batch: Batch, reporter: BatchReporter) -> None:
         """Run the batch in one AppWright invocation and report every job's outcome."""
@@ -157,7 +101,7 @@ class AppWrightExecutor:
             if refusal is None:
                 runnable.append(job)
             else:
-                await reporter.finished(_outcome(job, "error", refusal, 0.0))
+                await reporter.finished(outcome(job, "error", refusal, 0.0))
         if runnable:
             await self._run_process(batch, runnable, build, reporter)
 
@@ -218,16 +162,16 @@ class AppWrightExecutor:
             await proc.wait()
             raise
         elapsed = time.monotonic() - started
-        log_tail = _read_tail(log_path)
+        log_tail = read_tail(log_path)
         try:
             report: Report | None = read_report(paths.json_report, default_root=paths.project_dir)
         except ReportUnreadable:
             report = None
         if report is not None:
-            _keep_attachments(report, self.project_dir / "playwright-report", batch_dir)
+            keep_attachments(report, self.project_dir / "playwright-report", batch_dir)
         for job in jobs:
             await reporter.finished(
-                _judge(
+                judge(
                     job,
                     report,
                     project_dir=self.project_dir,
@@ -291,7 +235,7 @@ def _reason(exc: InfrastructureError | OSError) -> str:
 
 async def _finish_all(reporter: BatchReporter, jobs: Sequence[BatchJob], reason: str) -> None:
     for job in jobs:
-        await reporter.finished(_outcome(job, "error", reason, 0.0))
+        await reporter.finished(outcome(job, "error", reason, 0.0))
 
 
 def _environment(paths: ConfigPaths) -> Mapping[str, str]:
@@ -301,86 +245,3 @@ def _environment(paths: ConfigPaths) -> Mapping[str, str]:
         "PLAYWRIGHT_JSON_OUTPUT_FILE": str(paths.json_report),
         "PLAYWRIGHT_JUNIT_OUTPUT_FILE": str(paths.junit_report),
     }
-
-
-def _judge(
-    job: BatchJob,
-    report: Report | None,
-    *,
-    project_dir: Path,
-    returncode: int | None,
-    timed_out: bool,
-    timeout_s: float,
-    elapsed_s: float,
-    log_tail: str,
-    batch_dir: Path,
-) -> Outcome:
-    """One job's outcome, from the report when it has a verdict for the job's file."""
-    verdict = None if report is None else report.files.get((project_dir / job.test_path).resolve())
-    if verdict is not None and (verdict.complete or verdict.failed):
-        status: OutcomeStatus = "failed" if verdict.failed else "passed"
-        message = verdict.summary if status == "passed" else f"{verdict.summary} (see {batch_dir})"
-        return _outcome(job, status, message, verdict.duration_s, verdict.output or log_tail)
-    output = verdict.output if verdict is not None and verdict.output else log_tail
-    if timed_out:
-        message = f"timed out: the batch ran past its {timeout_s:g} s limit (see {batch_dir})"
-        return _outcome(job, "timed_out", message, elapsed_s, output)
-    if report is None:
-        reason = f"AppWright exited with code {returncode} and wrote no report"
-    elif report.errors:
-        reason = f"AppWright reported an error: {report.errors[0]}"
-    elif verdict is None:
-        reason = f"the report has no tests from {job.test_path}"
-    else:
-        reason = f"the report has no verdict for every test of {job.test_path}"
-    return _outcome(job, "error", f"{reason} (see {batch_dir})", elapsed_s, output)
-
-
-def _outcome(
-    job: BatchJob, status: OutcomeStatus, message: str, duration_s: float, output: str = ""
-) -> Outcome:
-    return Outcome(
-        job_id=job.job_id,
-        status=status,
-        message=message,
-        duration_s=duration_s,
-        output=tail(output),
-    )
-
-
-def _fetch(url: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A private partial file, renamed into place: concurrent fetches of one build are safe.
-    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as partial:
-        try:
-            with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response:
-                shutil.copyfileobj(response, partial)
-        except BaseException:
-            os.unlink(partial.name)
-            raise
-    os.replace(partial.name, path)
-
-
-def _read_tail(path: Path, limit: int = OUTPUT_LIMIT) -> str:
-    try:
-        with path.open("rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - limit))
-            return f.read().decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _keep_attachments(report: Report, shared_dir: Path, batch_dir: Path) -> None:
-    """Move the batch's attachments out of *shared_dir* into the batch directory.
-
-    AppWright downloads videos into the project's playwright-report directory, which
-    every run shares and a later run may wipe; the batch directory is where they stay.
-    """
-    kept = batch_dir / "attachments"
-    for verdict in report.files.values():
-        for attachment in verdict.attachments:
-            if attachment.is_relative_to(shared_dir) and attachment.is_file():
-                # A lost video must not cost the batch its verdicts.
-                with contextlib.suppress(OSError):
-                    kept.mkdir(exist_ok=True)
-                    shutil.move(attachment, kept / attachment.name)
