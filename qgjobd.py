@@ -61,7 +61,12 @@ def _api(args: argparse.Namespace) -> int:
     apply_migrations(url)
     local_mode = args.auth == "local"
     return run_api(
-        url, host=args.host, port=args.port, local_mode=local_mode, access_log=args.access_log
+        url,
+        host=args.host,
+        port=args.port,
+        local_mode=local_mode,
+        access_log=args.access_log,
+        grouping=args.grouping,
     )
 
 
@@ -238,6 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
         "loopback server (default from $QGJOB_AUTH)",
     )
     api.add_argument("--access-log", action="store_true", help="log every request")
+    api.add_argument(
+        "--grouping",
+        help="grouping strategy jobs are grouped by as they are submitted (default: "
+        "$QGJOB_GROUPING or app_version); see `qgjobd projector --grouping`",
+    )
     api.set_defaults(run=_api)
 
     token = commands.add_parser("token", help="manage API tokens")

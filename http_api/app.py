@@ -8,6 +8,7 @@ works as is:
   ``$QGJOB_DATA_DIR/pg`` (default ``.qgjob/pg``) is started. Migrations are applied.
 - ``QGJOB_AUTH=local`` serves without tokens (for a loopback server); ``token``, the
   default, requires a per-organisation API token on every job request.
+- ``QGJOB_GROUPING`` names the grouping strategy jobs are grouped by at submit.
 """
 
 from __future__ import annotations
@@ -67,14 +68,19 @@ def create_app(
     ready_max_lag_s: float = 30.0,
     pool_size: int = 10,
     pool_timeout_s: float = 5.0,
+    grouping: str | None = None,
 ) -> Starlette:
-    """The API for the database at *url* (already migrated)."""
+    """The API for the database at *url* (already migrated).
+
+    Raises UnknownStrategy when *grouping* names no grouping strategy.
+    """
     settings = Settings(
         local_mode=local_mode,
         max_wait_s=max_wait_s,
         ready_max_lag_s=ready_max_lag_s,
         pool_size=pool_size,
         pool_timeout_s=pool_timeout_s,
+        grouping=grouping,
     )
     services = Services(url, settings)
 

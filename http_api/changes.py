@@ -1,11 +1,10 @@
 """Waking long-polls and event streams when the projections move on.
 
 One LISTEN connection per process (ledger.wakeup.Listener) serves every waiting
-request. A notification says events were appended; what a waiter reads, though, is the
-projections, which change a moment later when the projector has applied those events.
-So after a notification the watcher polls the projector checkpoints briefly until they
-move, and between notifications it polls them slowly in case one was lost. Waiters are
-woken only when the checkpoints actually changed, and then read the projections again.
+request. It hears the projector say that the projections moved on; the watcher then
+reads the projector checkpoints, and between notifications it reads them slowly in case
+one was lost. Waiters are woken only when the checkpoints actually changed, and then
+read the projections again.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -38,15 +36,11 @@ class ReadModelChanges:
         pool: AsyncConnectionPool[Any],
         listener: Listener,
         *,
-        idle_poll_s: float = 1.0,
-        busy_poll_s: float = 0.01,
-        busy_for_s: float = 2.0,
+        poll_s: float = 1.0,
     ) -> None:
         self._pool = pool
         self._listener = listener
-        self._idle_poll_s = idle_poll_s
-        self._busy_poll_s = busy_poll_s
-        self._busy_for_s = busy_for_s
+        self._poll_s = poll_s
         self._changed = asyncio.Event()
         self._waiters = 0
         self._version: str | None = None
@@ -69,11 +63,8 @@ class ReadModelChanges:
 
     async def run(self) -> None:
         """Watch until cancelled."""
-        busy_until = 0.0
         while True:
-            busy = time.monotonic() < busy_until
-            if await self._listener.wait(self._busy_poll_s if busy else self._idle_poll_s):
-                busy_until = time.monotonic() + self._busy_for_s
+            await self._listener.wait(self._poll_s)
             if self._waiters:
                 await self._check()
 

@@ -78,6 +78,7 @@ async def submit_jobs(request: Request) -> JSONResponse:
         result = await submit(
             conn,
             submit_request,
+            grouping=app.grouping,
             actor=caller.actor,
             idempotency_key=key,
             request_id=_request_id(request),

@@ -26,7 +26,15 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def run_api(url: str, *, host: str, port: int, local_mode: bool, access_log: bool) -> int:
+def run_api(
+    url: str,
+    *,
+    host: str,
+    port: int,
+    local_mode: bool,
+    access_log: bool,
+    grouping: str | None = None,
+) -> int:
     """Serve the API for the migrated database at *url* until SIGINT or SIGTERM."""
     if local_mode and not _is_loopback(host):
         _log.warning(
@@ -35,7 +43,7 @@ def run_api(url: str, *, host: str, port: int, local_mode: bool, access_log: boo
             host,
         )
     config = uvicorn.Config(
-        create_app(url, local_mode=local_mode),
+        create_app(url, local_mode=local_mode, grouping=grouping),
         host=host,
         port=port,
         log_config=None,

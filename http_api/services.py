@@ -14,7 +14,8 @@ from starlette.requests import Request
 from http_api.auth import Authenticator
 from http_api.changes import ReadModelChanges
 from http_api.metrics import Metrics
-from ledger.wakeup import Listener, Notifier
+from ledger.wakeup import Channel, Listener, Notifier
+from projections.grouping import resolve
 
 __all__ = ["Services", "Settings", "services"]
 
@@ -33,14 +34,21 @@ class Settings:
     pool_size: int = 10
     #: How long a request waits for a database connection before answering 503.
     pool_timeout_s: float = 5.0
+    #: The grouping strategy jobs are grouped by as they are submitted; None means
+    #: $QGJOB_GROUPING or ``app_version`` (see projections/grouping.py).
+    grouping: str | None = None
 
 
 class Services:
-    """The connection pool, auth, change feed, notifier and metrics of one app."""
+    """The connection pool, auth, change feed, notifier, grouping and metrics of one app.
+
+    Raises UnknownStrategy for a grouping strategy that does not exist.
+    """
 
     def __init__(self, url: str, settings: Settings) -> None:
         self.url = url
         self.settings = settings
+        self.grouping = resolve(settings.grouping)
         self.pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             url,
             min_size=1,
@@ -51,9 +59,9 @@ class Services:
             name="qgjob-api",
         )
         self.auth = Authenticator(self.pool, local_mode=settings.local_mode)
-        self.listener = Listener(url)
+        self.listener = Listener(url, channels=(Channel.PROJECTIONS,))
         self.changes = ReadModelChanges(self.pool, self.listener)
-        self.notifier = Notifier(url)
+        self.notifier = Notifier(url, channels=(Channel.EVENTS, Channel.JOBS))
         self.metrics = Metrics()
 
     @contextlib.asynccontextmanager

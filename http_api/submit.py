@@ -1,8 +1,13 @@
-"""Submitting jobs: validate the body, then append JobSubmitted events, all or nothing.
+"""Submitting jobs: validate the body, then append each job's events, all or nothing.
 
 A body is one job (``test_path``) or a suite (``tests``: many test paths sharing the
 other fields), which gets a run id. Validation is the ledger's own schema
 (``ledger.codec.structure``), so the API accepts exactly what the ledger can record.
+
+A job is grouped as it is submitted: its JobGrouped commits with its JobSubmitted, so a
+device can claim it the moment the submit commits instead of after a projector's round
+trip. The strategy is the API's (``--grouping`` or $QGJOB_GROUPING); a job a custom
+strategy fails on is left for the projector to group, as any job appended ungrouped is.
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ from http_api.errors import ApiError
 from http_api.views import Json, job_from_history
 from ledger.codec import structure
 from ledger.errors import InvalidEvent
-from ledger.events import JobSubmitted, Metadata
+from ledger.events import Event, JobSubmitted, Metadata
 from ledger.sqlfile import load_queries
 from ledger.store import StreamWrite, append_many
+from projections.grouping import Grouping
 
 __all__ = ["MAX_IDEMPOTENCY_KEY", "MAX_SUITE", "SubmitRequest", "Submitted", "parse", "submit"]
 
@@ -120,6 +126,7 @@ async def submit(
     conn: psycopg.AsyncConnection[Any],
     request: SubmitRequest,
     *,
+    grouping: Grouping,
     actor: str,
     idempotency_key: str | None,
     request_id: str | None,
@@ -153,19 +160,28 @@ async def submit(
         metadata = Metadata(
             org_id=org_id, actor=actor, correlation_id=submission_id, request_id=request_id
         )
-        appended = await append_many(
-            conn,
-            [
-                StreamWrite(stream_id=job_id, expected_version=0, events=[job], metadata=metadata)
-                for job_id, job in zip(job_ids, request.jobs, strict=True)
-            ],
-        )
+        writes = [
+            StreamWrite(
+                stream_id=job_id,
+                expected_version=0,
+                events=_submitted_and_grouped(grouping, job_id, job),
+                metadata=metadata,
+            )
+            for job_id, job in zip(job_ids, request.jobs, strict=True)
+        ]
+        appended = iter(await append_many(conn, writes))
     documents = []
-    for job_id, job, done in zip(job_ids, request.jobs, appended, strict=True):
-        document = job_from_history(job_id, [(job, done.recorded_at)])
+    for write in writes:
+        history = [(event, next(appended).recorded_at) for event in write.events]
+        document = job_from_history(write.stream_id, history)
         assert document is not None
         documents.append(document)
     return Submitted(jobs=documents, run_id=request.run_id, created=True)
+
+
+def _submitted_and_grouped(grouping: Grouping, job_id: UUID, job: JobSubmitted) -> list[Event]:
+    grouped = grouping.try_group(job, job_id)
+    return [job] if grouped is None else [job, grouped]
 
 
 async def _active_duplicate(conn: psycopg.AsyncConnection[Any], job: JobSubmitted) -> UUID | None:

@@ -26,11 +26,12 @@ from ledger.store import (
     read_stream,
     stream_version,
 )
-from ledger.wakeup import Listener, Notifier
+from ledger.wakeup import Channel, Listener, Notifier
 
 __all__ = [
     "TERMINAL",
     "Appended",
+    "Channel",
     "Checkpoint",
     "ConcurrencyConflict",
     "InfrastructureError",

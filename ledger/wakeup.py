@@ -8,30 +8,54 @@ a statement of its own on a separate connection, coalesced per process: the
 first poke after a quiet spell goes out at once, then at most one per
 ``interval`` while pokes keep coming. A lost notification only delays a reader
 until its poll timer fires; readers always read until they find nothing new.
+
+Notifications go on channels by who needs them, so that no process is woken by
+commits it has nothing to do with: every process would otherwise wake several times
+per job (for the submit, the claim, the result and each projector batch), and on a
+small machine those wake-ups cost the very CPU that starting jobs quickly needs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
 
 import psycopg
 from psycopg import sql
 
-__all__ = ["CHANNEL", "Listener", "Notifier"]
+__all__ = ["Channel", "Listener", "Notifier"]
 
-CHANNEL = "qgjob_events"
 _log = logging.getLogger(__name__)
 
 
-class Notifier:
-    """Coalesces "new events committed" pokes into few NOTIFYs on one channel."""
+class Channel(enum.StrEnum):
+    """What a notification says, and so who listens for it."""
 
-    def __init__(self, url: str, *, interval: float = 0.005) -> None:
+    #: Events were appended: for readers of the whole ledger (the projector).
+    EVENTS = "qgjob_events"
+    #: Jobs were submitted or cancelled: for device agents.
+    JOBS = "qgjob_jobs"
+    #: The projections moved on: for device agents (retries) and the API's waiters.
+    PROJECTIONS = "qgjob_projections"
+
+
+class Notifier:
+    """Coalesces "new events committed" pokes into few NOTIFYs on its *channels*."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        channels: Sequence[Channel] = (Channel.EVENTS,),
+        interval: float = 0.005,
+    ) -> None:
         self._url = url
+        self._channels = [channel.value for channel in channels]
         self._interval = interval
         self._wanted = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -70,7 +94,10 @@ class Notifier:
         try:
             if self._conn is None or self._conn.closed:
                 self._conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
-            await self._conn.execute("select pg_notify(%s, '')", (CHANNEL,))
+            await self._conn.execute(
+                "select pg_notify(channel, '') from unnest(%s::text[]) as channel",
+                (self._channels,),
+            )
         except psycopg.Error as error:
             # Readers poll anyway; a missed wake-up costs latency, never events.
             _log.warning("could not notify readers: %s", error)
@@ -78,16 +105,22 @@ class Notifier:
 
 
 class Listener:
-    """Waits for "new events" notifications on a dedicated autocommit connection.
+    """Waits for notifications on *channels*, on a dedicated autocommit connection.
 
     ``await listener.wait(timeout)`` returns True when notified and False when the
     timeout passed first. The connection is re-opened by itself after a failure.
     """
 
     def __init__(
-        self, url: str, *, reconnect_delay: float = 1.0, keepalive: float = 30.0
+        self,
+        url: str,
+        *,
+        channels: Sequence[Channel] = (Channel.EVENTS,),
+        reconnect_delay: float = 1.0,
+        keepalive: float = 30.0,
     ) -> None:
         self._url = url
+        self._channels = channels
         self._reconnect_delay = reconnect_delay
         self._keepalive = keepalive
         self._notified = asyncio.Event()
@@ -134,7 +167,10 @@ class Listener:
                     self._url, autocommit=True
                 ) as conn:
                     self.connection = conn
-                    await conn.execute(sql.SQL("listen {}").format(sql.Identifier(CHANNEL)))
+                    for channel in self._channels:
+                        await conn.execute(
+                            sql.SQL("listen {}").format(sql.Identifier(channel.value))
+                        )
                     self._listening.set()
                     # Wake once on (re)connect: anything committed while deaf is read now.
                     self._notified.set()

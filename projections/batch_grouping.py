@@ -1,4 +1,8 @@
-"""Grouping a batch's new jobs: appending their JobGrouped events in the batch's transaction."""
+"""Grouping a batch's ungrouped jobs: appending their JobGrouped in the batch's transaction.
+
+The API groups the jobs it submits (http_api/submit.py); this groups the others: jobs
+appended by another writer, or that the API's custom strategy failed on.
+"""
 
 from __future__ import annotations
 
@@ -52,11 +56,8 @@ async def group_new_jobs(
 
 def _grouping_write(grouping: Grouping, job_id: UUID, recorded: Read) -> StreamWrite | None:
     assert isinstance(recorded.event, JobSubmitted) and recorded.metadata is not None
-    try:
-        grouped = grouping.group(recorded.event)
-    except Exception:
-        # A broken custom strategy leaves this job ungrouped; it must not stop the others.
-        _log.exception("grouping strategy %s failed for job %s", grouping.name, job_id)
+    grouped = grouping.try_group(recorded.event, job_id)
+    if grouped is None:
         return None
     metadata = Metadata(
         org_id=recorded.metadata.org_id,

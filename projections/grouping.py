@@ -19,9 +19,11 @@ strategy too, named ``"package.module:function"``.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import uuid
 from collections.abc import Callable
+from uuid import UUID
 
 import attrs
 
@@ -44,6 +46,8 @@ GROUPING_ENV = "QGJOB_GROUPING"
 DEFAULT_STRATEGY = "app_version"
 
 KeyFunction = Callable[[JobSubmitted], str]
+
+_log = logging.getLogger(__name__)
 
 # Fixed forever: changing it would move every job to a new group on the next rebuild.
 _NAMESPACE = uuid.UUID("5b0f3a52-2f4e-4d63-9d1c-6a1f0c3e7a11")
@@ -102,6 +106,18 @@ class Grouping:
     def group(self, job: JobSubmitted) -> JobGrouped:
         key = self.key(job)
         return JobGrouped(group_id=group_id(self.name, key), strategy=self.name, group_key=key)
+
+    def try_group(self, job: JobSubmitted, job_id: UUID) -> JobGrouped | None:
+        """The job's grouping, or None (logged) when a custom strategy fails on it.
+
+        A broken strategy leaves that job ungrouped; it must not stop the submit or the
+        batch it came with.
+        """
+        try:
+            return self.group(job)
+        except Exception:
+            _log.exception("grouping strategy %s failed for job %s", self.name, job_id)
+            return None
 
 
 def resolve(name: str | None = None) -> Grouping:

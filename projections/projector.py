@@ -5,6 +5,13 @@ a connection of its own, so that of several projectors started under one name on
 works and the others wait to take over; it wakes on NOTIFY or on its poll timer,
 whichever comes first, reads until nothing is new, and reconnects after errors.
 
+Once woken it lets ``coalesce_s`` pass before reading. A job's submit, claim and
+result commit within a few milliseconds of each other, each with its notification;
+read one by one, they cost a batch transaction each, and the projector's work would
+compete for the CPU with the API and the runners just when they are starting that job.
+Nobody waits on the projector for that: devices claim fresh jobs from the ledger
+(runner/fresh.py), so the delay only batches the projector's work.
+
 Correctness does not rest on that lock: every batch locks the checkpoint row first
 (see projections/batch.py), so batches under one name never interleave. That is why
 ``catch_up`` may be called directly, without the lock, even while ``run`` is going.
@@ -21,7 +28,7 @@ from typing import Any
 import psycopg
 
 from ledger.sqlfile import load_queries
-from ledger.wakeup import Listener, Notifier
+from ledger.wakeup import Channel, Listener, Notifier
 from projections.batch import BatchApplier, connect
 from projections.grouping import resolve
 
@@ -29,6 +36,9 @@ __all__ = ["Projector"]
 
 _log = logging.getLogger(__name__)
 _QUERIES = load_queries(Path(__file__).with_name("projector.sql"))
+#: What a committed batch says. The JobGrouped events a batch appends are for jobs that
+#: came ungrouped; the batch applies them itself, and devices hear of them as a move.
+_MOVED = (Channel.PROJECTIONS,)
 
 
 class Projector:
@@ -44,12 +54,14 @@ class Projector:
         *,
         name: str = "main",
         poll_interval: float = 1.0,
+        coalesce_s: float = 0.05,
         batch_size: int = 1000,
         grouping: str | None = None,
     ) -> None:
         self.url = url
         self.name = name
         self.poll_interval = poll_interval
+        self.coalesce_s = coalesce_s
         self.batch_size = batch_size
         self.grouping = resolve(grouping)
         self._batches = BatchApplier(name, self.grouping, batch_size)
@@ -66,7 +78,7 @@ class Projector:
         async with (
             await connect(self.url) as conn,
             await connect(self.url) as ahead,
-            Notifier(self.url) as notifier,
+            Notifier(self.url, channels=_MOVED) as notifier,
         ):
             return await self._batches.apply_all(conn, ahead, committed=notifier.poke)
 
@@ -89,7 +101,7 @@ class Projector:
                 self._active = True
                 async with (
                     Listener(self.url, reconnect_delay=self._retry_delay) as listener,
-                    Notifier(self.url) as notifier,
+                    Notifier(self.url, channels=_MOVED) as notifier,
                     await connect(self.url) as conn,
                     await connect(self.url) as ahead,
                 ):
@@ -101,6 +113,7 @@ class Projector:
                             conn, ahead, stop=stop, committed=notifier.poke
                         )
                         await _woken(listener, stop, self.poll_interval)
+                        await _sleep(stop, self.coalesce_s)
             finally:
                 self._active = False
         _log.info("projector %s stopped", self.name)

@@ -21,7 +21,7 @@ from psycopg import sql
 
 from ledger.errors import QgjobError
 from ledger.sqlfile import load_queries
-from ledger.wakeup import Notifier
+from ledger.wakeup import Channel, Notifier
 from projections.batch import BatchApplier, connect
 from projections.grouping import resolve
 
@@ -70,7 +70,7 @@ async def rebuild(
             replayed = await BatchApplier(name, strategy, batch_size).apply_all(conn, ahead)
         await _swap(admin, name, shadow, live)
         await admin.execute(sql.SQL("drop schema {} cascade").format(sql.Identifier(shadow)))
-    async with Notifier(url) as notifier:
+    async with Notifier(url, channels=(Channel.PROJECTIONS,)) as notifier:
         notifier.poke()
     _log.info("rebuilt projection %s from %d events", name, replayed)
     return replayed

@@ -26,11 +26,12 @@ from uuid import UUID
 
 import psycopg
 
-from ledger.wakeup import Listener, Notifier
+from ledger.wakeup import Channel, Listener, Notifier
 from runner._sql import QUERIES
 from runner.claim import LeaseLost
 from runner.config import AgentConfig, make_executor
 from runner.devices import DeviceStream, device_id_for, register_devices
+from runner.fresh import FreshJobs
 from runner.queue_view import QueueView
 from runner.rescue import rescue_lapsed_agents
 from runner.slot import Slot, SlotServices
@@ -43,6 +44,8 @@ __all__ = ["Agent", "run_agent"]
 _log = logging.getLogger(__name__)
 #: The cancel watcher looks at most this often, however many notifications arrive.
 _CANCEL_CHECK_GAP_S = 0.1
+#: After one notification, the agent sends the next no sooner than this.
+_NOTIFY_EVERY_S = 0.05
 
 
 async def run_agent(url: str, config: AgentConfig, stop: asyncio.Event) -> None:
@@ -67,8 +70,15 @@ class Agent:
         config = self.config
         executor = make_executor(config)
         async with contextlib.AsyncExitStack() as stack:
-            notifier = await stack.enter_async_context(Notifier(self.url))
-            listener = await stack.enter_async_context(Listener(self.url))
+            # What it appends concerns the projector alone, which takes its time to batch
+            # anyway (projections/projector.py): a notification per batch of its is enough.
+            notifier = await stack.enter_async_context(
+                Notifier(self.url, interval=_NOTIFY_EVERY_S)
+            )
+            # Its own claims and results concern the projector only: it does not hear them.
+            listener = await stack.enter_async_context(
+                Listener(self.url, channels=(Channel.JOBS, Channel.PROJECTIONS))
+            )
             conn = await stack.enter_async_context(
                 await psycopg.AsyncConnection.connect(self.url, autocommit=True)
             )
@@ -77,6 +87,8 @@ class Agent:
                 self.url, actor=self.actor, notifier=notifier, on_lost=self._jobs_lost
             )
             devices = await self._start(conn)
+            fresh = FreshJobs()
+            await fresh.start(conn)
             services = SlotServices(
                 url=self.url,
                 agent_id=self.agent_id,
@@ -92,6 +104,7 @@ class Agent:
                     target: QueueView(target, self.agent_id, ttl_s=config.queue_view_ttl_s)
                     for target in {device.spec.target for device in devices}
                 },
+                fresh=fresh,
                 running={},
                 lease_lost=self._lease_lost,
             )

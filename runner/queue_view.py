@@ -53,6 +53,10 @@ class QueueView:
         self.limited_orgs: frozenset[str] = frozenset()
         self._read_at = -float("inf")
         self._refreshing = asyncio.Lock()
+        #: Held by the one idle slot of the agent claiming for this target (runner/slot.py).
+        self.idle_claims = asyncio.Lock()
+        #: The wake-up generation at which an idle slot last found nothing to claim.
+        self.found_nothing_at: int | None = None
 
     def invalidate(self) -> None:
         self._read_at = -float("inf")
@@ -69,6 +73,18 @@ class QueueView:
     def queued(self, unit: UnitKey) -> int:
         return self._queued.get(unit, 0)
 
+    @property
+    def target_slots(self) -> int:
+        """Live slots of the target, as of the last summary."""
+        return self._target_slots
+
+    async def any_queued(self, conn: psycopg.AsyncConnection[Any]) -> bool:
+        """Whether the summary, refreshed if stale, shows anything queued for the target."""
+        async with self._refreshing:
+            if time.monotonic() - self._read_at > self._ttl_s:
+                await self._refresh(conn)
+        return any(self._queued.values())
+
     async def units(
         self, conn: psycopg.AsyncConnection[Any], *, running: Mapping[UUID, UnitKey], slot: UUID
     ) -> tuple[list[QueuedGroup], int]:
@@ -76,9 +92,7 @@ class QueueView:
 
         *running* is what each busy slot of this agent runs (or is claiming) now.
         """
-        async with self._refreshing:
-            if time.monotonic() - self._read_at > self._ttl_s:
-                await self._refresh(conn)
+        await self.any_queued(conn)
         # Counted after any wait above, so that claims that went first are seen.
         running_here = Counter(unit for device, unit in running.items() if device != slot)
         now = time.monotonic()

@@ -38,10 +38,11 @@ import psycopg
 from ledger.wakeup import Notifier
 from runner._sql import QUERIES
 from runner.batch_run import BatchRun
-from runner.claim import LeaseLost, SlotIdentity, claim_batch
+from runner.claim import Claim, LeaseLost, SlotIdentity, claim_batch
 from runner.config import AgentConfig
 from runner.devices import DeviceStream
 from runner.executors import Executor
+from runner.fresh import FreshJobs
 from runner.jobs import HeldJob
 from runner.queue_view import QueueView, UnitKey
 from runner.rescue import hand_back_unknown
@@ -72,6 +73,8 @@ class SlotServices:
     uploads: defaultdict[str, asyncio.Lock]
     #: The agent's picture of the queue, per target.
     views: dict[str, QueueView]
+    #: Jobs grouped since the agent last read the ledger, for idle slots.
+    fresh: FreshJobs
     #: What each busy slot of the agent runs, by device id.
     running: dict[UUID, UnitKey]
     #: Set when a slot finds the agent's lease lapsed.
@@ -132,23 +135,16 @@ class Slot:
 
     async def _loop(self, conn: psycopg.AsyncConnection[Any]) -> None:
         services, config = self._services, self._services.config
+        idle = notified = False
         while self._stopping is None:
-            installed = [self.device.installed] if self.device.installed else []
             try:
-                claim = await claim_batch(
-                    conn,
-                    self.identity,
-                    view=services.views[self.identity.target],
-                    running=services.running,
-                    installed=installed,
-                    policy=config.policy,
-                    default_timeout_s=config.default_timeout_s,
-                )
+                claim = await self._claim(conn, idle=idle, notified=notified)
             except LeaseLost:
                 services.lease_lost.set()
                 return
+            idle = claim is None
             if claim is None:
-                await services.wakeup.wait(config.poll_interval_s)
+                notified = await services.wakeup.wait(config.poll_interval_s)
                 continue
             services.notifier.poke()
             self._batch = BatchRun(self._services, self.device, claim)
@@ -159,3 +155,46 @@ class Slot:
             finally:
                 self._batch = None
                 services.running.pop(self.identity.device_id, None)
+
+    async def _claim(
+        self, conn: psycopg.AsyncConnection[Any], *, idle: bool, notified: bool
+    ) -> Claim | None:
+        """Claim a batch; *idle*: the last claim found nothing, and since then the slot
+        was *notified* of new events (or its poll timer fired).
+
+        Idle slots of a target take turns, and one that was notified skips its claim when
+        a sibling found nothing after the same notification: a notification wakes every
+        idle slot, and without this each would run a claim for what one finds.
+        """
+        services, config = self._services, self._services.config
+        view = services.views[self.identity.target]
+        installed = [self.device.installed] if self.device.installed else []
+
+        async def claim(fresh: FreshJobs | None) -> Claim | None:
+            return await claim_batch(
+                conn,
+                self.identity,
+                view=view,
+                fresh=fresh,
+                running=services.running,
+                installed=installed,
+                policy=config.policy,
+                default_timeout_s=config.default_timeout_s,
+            )
+
+        if not idle:
+            return await claim(None)
+        generation = services.wakeup.generation
+        async with view.idle_claims:
+            if notified and view.found_nothing_at == generation:
+                return None
+            fresh = services.fresh
+            await fresh.look(conn, generation)
+            # An idle slot's occupancy ended with the claim that found nothing, so when
+            # there is nothing to take it need not open a claim's transaction at all.
+            claimed = None
+            if fresh.units(self.identity.target) or await view.any_queued(conn):
+                claimed = await claim(fresh)
+            if claimed is None:
+                view.found_nothing_at = generation
+            return claimed

@@ -2,6 +2,9 @@
 
 The agent listens once (ledger.wakeup.Listener) and fires a Wakeup on each
 notification; waiters return on the next fire or when their own poll timeout passes.
+Each fire starts a new generation, so that work worth doing once per notification
+(a look at the ledger, a look at the queue that found nothing) is done once, not by
+every waiter it woke.
 """
 
 from __future__ import annotations
@@ -17,19 +20,24 @@ __all__ = ["Wakeup", "pump"]
 class Wakeup:
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        #: How many times it fired.
+        self.generation = 0
 
     def fire(self) -> None:
         """Wake everyone waiting now."""
+        self.generation += 1
         self._event.set()
         self._event = asyncio.Event()
 
-    async def wait(self, timeout: float) -> None:
-        """Return at the next fire, or after *timeout* seconds."""
+    async def wait(self, timeout: float) -> bool:
+        """Return True at the next fire, or False after *timeout* seconds."""
         # Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation that arrives
         # as the wait ends, leaving the caller running after it was cancelled.
+        event = self._event
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                await self._event.wait()
+                await event.wait()
+        return event.is_set()
 
 
 async def pump(listener: Listener, wakeup: Wakeup) -> None:

@@ -114,7 +114,7 @@ async def test_a_long_poll_on_a_job_that_does_not_end_answers_when_the_wait_is_o
     started = time.monotonic()
     response = await client.get(f"/jobs/{job['job_id']}?wait=0.5")
     assert response.status_code == 200
-    assert response.json()["status"] == "submitted"
+    assert response.json()["status"] == "grouped"
     assert 0.5 <= time.monotonic() - started < 5
 
 
@@ -252,7 +252,7 @@ async def test_an_identical_active_job_is_returned_not_queued_again(
     forced = await client.post("/jobs", json=job_body(force=True))
     assert forced.status_code == 201
     assert forced.json()["job_id"] != first["job_id"]
-    assert ledger_state(db_url)[0] == 3  # two JobSubmitted and one JobGrouped
+    assert ledger_state(db_url)[0] == 4  # two jobs, each submitted and grouped
 
 
 async def test_a_finished_job_does_not_block_an_identical_new_one(

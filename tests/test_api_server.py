@@ -36,7 +36,7 @@ def test_uvicorn_serves_the_app_from_the_environment_in_local_mode(
         assert submitted.status_code == 201, submitted.text
         job_id = submitted.json()["job_id"]
         status = httpx.get(f"{base}/status/{job_id}")
-        assert status.json()["status"] == "submitted"
+        assert status.json()["status"] == "grouped"
         assert httpx.get(f"{base}/openapi.json").json()["openapi"].startswith("3.")
     assert "local mode: serving without API tokens" in log.read_text()
 

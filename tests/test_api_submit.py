@@ -11,7 +11,11 @@ import httpx
 import psycopg
 import pytest
 
+from http_api import create_app
 from http_api.auth import create_token
+from ledger.events import JobGrouped
+from ledger.store import read_stream
+from projections import Projector, UnknownStrategy
 from tests.support.api import api_client, job_body, ledger_state
 
 pytestmark = pytest.mark.anyio
@@ -172,7 +176,8 @@ async def test_a_submitted_job_is_answered_201_and_readable_at_once(
     response = await client.post("/jobs", json=job_body(priority=7, tags=["smoke"]))
     assert response.status_code == 201, response.text
     job = response.json()
-    assert job["status"] == "submitted"
+    assert job["status"] == "grouped"
+    assert job["group_id"] is not None
     assert job["priority"] == 7
     assert job["tags"] == ["smoke"]
     assert job["run_id"] is None
@@ -188,7 +193,7 @@ async def test_the_readme_alias_submits_too(client: httpx.AsyncClient) -> None:
     assert response.status_code == 201
     assert (await client.get(f"/status/{response.json()['job_id']}")).json()[
         "status"
-    ] == "submitted"
+    ] == "grouped"
 
 
 async def test_a_suite_is_one_run_appended_all_at_once(
@@ -203,7 +208,7 @@ async def test_a_suite_is_one_run_appended_all_at_once(
     assert {job["run_id"] for job in suite["jobs"]} == {suite["run_id"]}
     run = (await client.get(f"/runs/{suite['run_id']}")).json()
     assert run["done"] is False
-    assert run["counts"] == {"submitted": 3}
+    assert run["counts"] == {"grouped": 3}
     assert [job["job_id"] for job in run["jobs"]] == [job["job_id"] for job in suite["jobs"]]
     with psycopg.connect(db_url) as conn:
         transactions = conn.execute("select count(distinct txid) from events").fetchone()
@@ -228,7 +233,7 @@ async def test_a_retried_submit_with_the_same_key_returns_the_same_job(
     again = await client.post("/jobs", json=job_body(), headers=key)
     assert (first.status_code, again.status_code) == (201, 200)
     assert again.json()["job_id"] == first.json()["job_id"]
-    assert ledger_state(db_url)[0] == 1
+    assert ledger_state(db_url)[0] == 2  # one job: its JobSubmitted and JobGrouped
 
 
 async def test_a_retried_suite_with_the_same_key_returns_the_same_run(
@@ -268,7 +273,7 @@ async def test_concurrent_retries_with_one_key_create_one_job(db_url: str) -> No
                 group.start_soon(post)
     assert sorted(r.status_code for r in responses) == [200] * 7 + [201]
     assert len({r.json()["job_id"] for r in responses}) == 1
-    assert ledger_state(db_url)[0] == 1
+    assert ledger_state(db_url)[0] == 2  # one job: its JobSubmitted and JobGrouped
 
 
 async def test_without_a_token_job_requests_get_401(db_url: str) -> None:
@@ -309,7 +314,7 @@ async def test_another_orgs_token_gets_404_for_a_job(db_url: str) -> None:
             response = await client.request(method, path, headers=theirs)
             assert response.status_code == 404, (method, path, response.text)
         assert (await client.get("/jobs", headers=theirs)).json()["jobs"] == []
-        assert (await client.get(f"/jobs/{job_id}", headers=mine)).json()["status"] == "submitted"
+        assert (await client.get(f"/jobs/{job_id}", headers=mine)).json()["status"] == "grouped"
 
 
 async def test_a_token_cannot_submit_or_list_for_another_org(db_url: str) -> None:
@@ -337,3 +342,55 @@ async def test_token_digests_not_tokens_are_stored(db_url: str) -> None:
 async def test_a_token_for_an_invalid_org_name_is_refused(db_url: str) -> None:
     with pytest.raises(ValueError, match="org_id"):
         create_token(db_url, "not an org")
+
+
+async def test_a_job_is_grouped_in_the_transaction_that_submits_it(
+    client: httpx.AsyncClient, db_url: str
+) -> None:
+    job_id = (await client.post("/jobs", json=job_body())).json()["job_id"]
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute(
+            "select type, txid from events where stream_id = %s order by version", (job_id,)
+        ).fetchall()
+    assert [type_name for type_name, _ in rows] == ["JobSubmitted", "JobGrouped"]
+    assert rows[0][1] == rows[1][1], "grouped in a transaction of its own"
+    # The projector finds the job grouped already and leaves it so.
+    await Projector(db_url).catch_up()
+    assert ledger_state(db_url)[0] == 2
+
+
+async def test_the_api_groups_by_its_configured_strategy(db_url: str) -> None:
+    async with api_client(db_url, grouping="repo") as client:
+        body = job_body(repo="github.com/qualgent/app")
+        job_id = (await client.post("/jobs", json=body)).json()["job_id"]
+    async with await psycopg.AsyncConnection.connect(db_url) as conn:
+        grouped = (await read_stream(conn, uuid.UUID(job_id)))[1].event
+    assert isinstance(grouped, JobGrouped)
+    assert (grouped.strategy, grouped.group_key) == (
+        "repo",
+        "qualgent|device|repo=github.com/qualgent/app",
+    )
+
+
+def no_group_for_slow_tests(job: Any) -> str:
+    """A custom strategy that fails on some jobs; named below by its import path."""
+    if "slow" in job.test_path:
+        raise RuntimeError("no group for slow tests")
+    return "all"
+
+
+async def test_a_job_the_strategy_fails_on_is_still_submitted_and_left_ungrouped(
+    db_url: str,
+) -> None:
+    async with api_client(
+        db_url, grouping="tests.test_api_submit:no_group_for_slow_tests"
+    ) as client:
+        slow = await client.post("/jobs", json=job_body(test_path="tests/slow.spec.js"))
+        fast = await client.post("/jobs", json=job_body(test_path="tests/fast.spec.js"))
+    assert (slow.status_code, slow.json()["status"]) == (201, "submitted")
+    assert (fast.status_code, fast.json()["status"]) == (201, "grouped")
+
+
+def test_an_unknown_strategy_stops_the_api_from_being_built(db_url: str) -> None:
+    with pytest.raises(UnknownStrategy, match="nonsense"):
+        create_app(db_url, local_mode=True, grouping="nonsense")

@@ -8,7 +8,7 @@ import uuid
 import psycopg
 import pytest
 
-from ledger import Listener, Notifier, append
+from ledger import Channel, Listener, Notifier, append
 from tests.support.factories import metadata, submitted
 
 pytestmark = pytest.mark.anyio
@@ -58,3 +58,16 @@ async def test_pokes_in_a_burst_are_coalesced(db_url: str) -> None:
         async for _ in conn.notifies(timeout=0.5):
             received += 1
         assert 1 <= received <= 3
+
+
+async def test_a_listener_is_woken_only_by_its_own_channels(db_url: str) -> None:
+    async with (
+        Listener(db_url, channels=(Channel.JOBS, Channel.PROJECTIONS)) as devices,
+        Notifier(db_url, channels=(Channel.EVENTS,)) as appender,
+        Notifier(db_url, channels=(Channel.EVENTS, Channel.JOBS)) as submitter,
+    ):
+        await devices.wait(0.5)  # the wake-up every (re)connect gives
+        appender.poke()
+        assert not await devices.wait(timeout=0.3), "woken by a channel it does not hear"
+        submitter.poke()
+        assert await devices.wait(timeout=2.0)

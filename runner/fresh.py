@@ -1,0 +1,159 @@
+"""Jobs grouped since the agent last looked, read straight from the ledger.
+
+The jobs table (runner/queue_view.py) is where slots find work, and the guarantee:
+every runnable job reaches it. But it is a hop behind the ledger: a job submitted now
+is there only once the projector has read and applied it, which at idle is most of
+the time from submit to start. An idle slot need not wait for that. The API groups a
+job as it submits it, so the job's JobGrouped is in the ledger when the submit
+commits; the agent reads the ledger's new events itself, in commit-safe order like
+any reader (ledger/store.sql, read_after), and offers its idle slots the jobs grouped
+since it last looked.
+
+A fresh job is only a candidate. A claim appends its JobAssigned at the version the
+JobGrouped left, so a job that moved on meanwhile (claimed elsewhere, cancelled)
+loses that append, and is dropped here; whatever is not taken while fresh is in the
+jobs table by then, and is claimed from there. Only first attempts are fresh: retries
+and hand-backs come through the jobs table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+from uuid import UUID
+
+import attrs
+import psycopg
+
+from ledger.codec import structure
+from ledger.events import JobSubmitted
+from ledger.store import Checkpoint, head
+from runner._sql import QUERIES
+from runner.policy import QueuedGroup
+from runner.queue_view import UnitKey
+
+__all__ = ["FreshJob", "FreshJobs"]
+
+#: After this long a job is in the jobs table, and ranked with everything else there.
+_FRESH_FOR_S = 2.0
+#: Events read per look. A look that finds this many is no idle moment: the backlog is
+#: left to the jobs table, and the next look starts from the ledger's head.
+_READ_LIMIT = 500
+
+
+@attrs.frozen(kw_only=True)
+class FreshJob:
+    job_id: UUID
+    #: The stream's version after its JobGrouped: what the claim's append expects.
+    version: int
+    group_id: UUID
+    submitted: JobSubmitted
+    #: When the agent read it (monotonic clock).
+    seen_at: float
+
+    @property
+    def unit(self) -> UnitKey:
+        return (self.group_id, self.submitted.app_version_id)
+
+
+class FreshJobs:
+    """The agent's jobs grouped since it last looked; shared by its slots."""
+
+    def __init__(self) -> None:
+        self._checkpoint = Checkpoint()
+        self._jobs: dict[UUID, FreshJob] = {}
+        #: The wake-up generation (runner/wake.py) of the last look: one look per wake.
+        self._looked_at: int | None = None
+        self._looking = asyncio.Lock()
+
+    async def start(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Begin at the ledger's head: what came before is for the jobs table."""
+        self._checkpoint = await head(conn)
+
+    async def look(self, conn: psycopg.AsyncConnection[Any], generation: int) -> None:
+        """Read what was grouped since the last look, unless that look was this wake's."""
+        async with self._looking:
+            if self._looked_at != generation:
+                self._looked_at = generation
+                await self._read(conn)
+
+    async def _read(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        cursor = await conn.execute(
+            QUERIES["fresh_events"],
+            {
+                "txid": self._checkpoint.txid,
+                "position": self._checkpoint.position,
+                "limit": _READ_LIMIT,
+            },
+        )
+        rows = await cursor.fetchall()
+        now = time.monotonic()
+        self._jobs = {
+            job_id: job for job_id, job in self._jobs.items() if now - job.seen_at < _FRESH_FOR_S
+        }
+        if len(rows) == _READ_LIMIT:
+            self._checkpoint = await head(conn)
+            return
+        for txid, position, stream_id, version, group_id, submitted in rows:
+            self._checkpoint = Checkpoint(txid=txid, position=position)
+            if submitted is None:
+                continue  # not a JobGrouped
+            self._jobs[stream_id] = FreshJob(
+                job_id=stream_id,
+                version=version,
+                group_id=UUID(group_id),
+                submitted=structure(submitted, JobSubmitted),
+                seen_at=now,
+            )
+
+    def units(
+        self,
+        target: str,
+        *,
+        running: Mapping[UUID, UnitKey] | None = None,
+        slot: UUID | None = None,
+    ) -> list[QueuedGroup]:
+        """The fresh jobs for *target*, summed up per claim unit as *slot* sees them
+        (*running*: what each busy slot of the agent runs, by device id)."""
+        queued: dict[UnitKey, list[FreshJob]] = defaultdict(list)
+        for job in self._jobs.values():
+            if job.submitted.target.value == target:
+                queued[job.unit].append(job)
+        running_here = Counter(unit for device, unit in (running or {}).items() if device != slot)
+        now = time.monotonic()
+        return [
+            QueuedGroup(
+                group_id=unit,
+                org_id=jobs[0].submitted.org_id,
+                app_version_id=unit[1],
+                queued=len(jobs),
+                waits=_oldest_per_priority(jobs, now),
+                active_slots=running_here.get(unit, 0),
+            )
+            for unit, jobs in queued.items()
+        ]
+
+    def take(self, unit: UnitKey, size: int) -> list[FreshJob]:
+        """Remove and return up to *size* of *unit*'s fresh jobs, best first."""
+        jobs = sorted(
+            (job for job in self._jobs.values() if job.unit == unit),
+            key=lambda job: (-job.submitted.priority, job.seen_at),
+        )[:size]
+        self.drop(job.job_id for job in jobs)
+        return jobs
+
+    def drop(self, job_ids: Iterable[UUID]) -> None:
+        for job_id in job_ids:
+            self._jobs.pop(job_id, None)
+
+
+def _oldest_per_priority(jobs: Iterable[FreshJob], now: float) -> tuple[tuple[int, float], ...]:
+    """(priority, seconds the oldest job of it has been fresh) for each priority present."""
+    waited: dict[int, float] = {}
+    for job in jobs:
+        priority = job.submitted.priority
+        waited[priority] = max(waited.get(priority, 0.0), now - job.seen_at)
+    return tuple(sorted(waited.items()))
