@@ -9,10 +9,10 @@ commits; the agent reads the ledger's new events itself, in commit-safe order li
 any reader (ledger/store.sql, read_after), and offers its idle slots the jobs grouped
 since it last looked.
 
-A fresh job is only a candidate. A claim appends its JobAssigned at the version the
-JobGrouped left, so a job that moved on meanwhile (claimed elsewhere, cancelled)
-loses that append, and is dropped here; whatever is not taken while fresh is in the
-jobs table by then, and is claimed from there. Only first attempts are fresh: retries
+A fresh job is only a candidate, taken out of here when a claim goes for it. The
+claim appends its JobAssigned at the version the JobGrouped left, so a job that moved
+on meanwhile (claimed elsewhere, cancelled) loses that append; whatever is not taken
+while fresh is in the jobs table by then, and is claimed from there. Only first attempts are fresh: retries
 and hand-backs come through the jobs table.
 """
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 from uuid import UUID
@@ -33,7 +33,7 @@ from ledger.events import JobSubmitted
 from ledger.store import Checkpoint, head
 from runner._sql import QUERIES
 from runner.policy import QueuedGroup
-from runner.queue_view import UnitKey
+from runner.queue_view import UnitKey, running_elsewhere
 
 __all__ = ["FreshJob", "FreshJobs"]
 
@@ -109,12 +109,11 @@ class FreshJobs:
                 seen_at=now,
             )
 
+    def any_for(self, target: str) -> bool:
+        return any(job.submitted.target.value == target for job in self._jobs.values())
+
     def units(
-        self,
-        target: str,
-        *,
-        running: Mapping[UUID, UnitKey] | None = None,
-        slot: UUID | None = None,
+        self, target: str, *, running: Mapping[UUID, UnitKey], slot: UUID
     ) -> list[QueuedGroup]:
         """The fresh jobs for *target*, summed up per claim unit as *slot* sees them
         (*running*: what each busy slot of the agent runs, by device id)."""
@@ -122,7 +121,7 @@ class FreshJobs:
         for job in self._jobs.values():
             if job.submitted.target.value == target:
                 queued[job.unit].append(job)
-        running_here = Counter(unit for device, unit in (running or {}).items() if device != slot)
+        running_here = running_elsewhere(running, slot)
         now = time.monotonic()
         return [
             QueuedGroup(
@@ -142,12 +141,9 @@ class FreshJobs:
             (job for job in self._jobs.values() if job.unit == unit),
             key=lambda job: (-job.submitted.priority, job.seen_at),
         )[:size]
-        self.drop(job.job_id for job in jobs)
+        for job in jobs:
+            del self._jobs[job.job_id]
         return jobs
-
-    def drop(self, job_ids: Iterable[UUID]) -> None:
-        for job_id in job_ids:
-            self._jobs.pop(job_id, None)
 
 
 def _oldest_per_priority(jobs: Iterable[FreshJob], now: float) -> tuple[tuple[int, float], ...]:

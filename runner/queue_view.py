@@ -26,7 +26,7 @@ import psycopg
 from runner._sql import QUERIES
 from runner.policy import QueuedGroup
 
-__all__ = ["QueueView", "UnitKey"]
+__all__ = ["QueueView", "UnitKey", "running_elsewhere"]
 
 #: A claim unit: a group and one app version of it.
 UnitKey = tuple[UUID, str]
@@ -94,7 +94,7 @@ class QueueView:
         """
         await self.any_queued(conn)
         # Counted after any wait above, so that claims that went first are seen.
-        running_here = Counter(unit for device, unit in running.items() if device != slot)
+        running_here = running_elsewhere(running, slot)
         now = time.monotonic()
         groups = [
             QueuedGroup(
@@ -136,3 +136,11 @@ class QueueView:
         cursor = await conn.execute(QUERIES["limited_orgs"])
         self.limited_orgs = frozenset(row[0] for row in await cursor.fetchall())
         self._read_at = read_at
+
+
+def running_elsewhere(running: Mapping[UUID, UnitKey], slot: UUID | None) -> Counter[UnitKey]:
+    """How many of the agent's slots other than *slot* run (or claim) each unit.
+
+    *running* is what each busy slot of the agent runs, by device id.
+    """
+    return Counter(unit for device, unit in running.items() if device != slot)

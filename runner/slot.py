@@ -193,7 +193,7 @@ class Slot:
             # An idle slot's occupancy ended with the claim that found nothing, so when
             # there is nothing to take it need not open a claim's transaction at all.
             claimed = None
-            if fresh.units(self.identity.target) or await view.any_queued(conn):
+            if fresh.any_for(self.identity.target) or await view.any_queued(conn):
                 claimed = await claim(fresh)
             if claimed is None:
                 view.found_nothing_at = generation
