@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import attrs
+import uvloop
 
 from ledger.embedded import DATABASE_URL_ENV, EmbeddedCluster, database_url
 from ledger.errors import QgjobError
@@ -169,7 +170,7 @@ def run_until_signalled(service: Callable[[asyncio.Event], Awaitable[None]]) -> 
             stop.set()
             raise
 
-    asyncio.run(main())
+    uvloop.run(main())
     return 0
 
 

@@ -9,16 +9,36 @@ select token_id, org_id from api_tokens where token_hash = %(token_hash)s and re
 insert into api_tokens (token_id, org_id, token_hash, label)
 values (%(token_id)s, %(org_id)s, %(token_hash)s, %(label)s);
 
--- name: claim_idempotency_key
--- Blocks while a concurrent request with the same key is uncommitted, then inserts nothing
--- if that request committed: the caller then answers with that request's jobs.
-insert into api_submissions
-    (submission_id, org_id, idempotency_key, request_hash, run_id, job_ids)
-values
-    (%(submission_id)s, %(org_id)s, %(idempotency_key)s, %(request_hash)s, %(run_id)s,
-     %(job_ids)s)
-on conflict (org_id, idempotency_key) do nothing
-returning submission_id;
+-- name: claim_submission
+-- A submit's two checks in one statement. `duplicate`: an identical job still waiting or
+-- running, which a submit without `force` answers with (asked for single jobs only).
+-- `claimed`: the request's Idempotency-Key (or suite) recorded for this request, with the
+-- jobs it answers with; the insert blocks while a concurrent request with the same key is
+-- uncommitted, then inserts nothing if that request committed, and the caller answers
+-- with that request's jobs. A request with neither key nor suite has nothing to claim.
+with duplicate as (
+    select job_id
+    from jobs
+    where %(check_duplicate)s
+      and org_id = %(org_id)s
+      and app_version_id = %(app_version_id)s
+      and test_path = %(test_path)s
+      and target = %(target)s
+      and status in ('submitted', 'grouped', 'assigned', 'running', 'retrying')
+    order by submitted_at
+    limit 1
+), claimed as (
+    insert into api_submissions
+        (submission_id, org_id, idempotency_key, request_hash, run_id, job_ids)
+    select %(submission_id)s, %(org_id)s, %(idempotency_key)s, %(request_hash)s, %(run_id)s,
+           coalesce((select array[job_id] from duplicate), %(job_ids)s)
+    where %(idempotency_key)s::text is not null or %(run_id)s::uuid is not null
+    on conflict (org_id, idempotency_key) do nothing
+    returning submission_id
+)
+select (select job_id from duplicate),
+       exists (select from claimed)
+       or (%(idempotency_key)s::text is null and %(run_id)s::uuid is null);
 
 -- name: submission_by_key
 select request_hash, run_id, job_ids
@@ -27,18 +47,6 @@ where org_id = %(org_id)s and idempotency_key = %(idempotency_key)s;
 
 -- name: submission_of_run
 select org_id, job_ids from api_submissions where run_id = %(run_id)s;
-
--- name: active_duplicate
--- An identical job still waiting or running, which a submit without `force` answers with.
-select job_id
-from jobs
-where org_id = %(org_id)s
-  and app_version_id = %(app_version_id)s
-  and test_path = %(test_path)s
-  and target = %(target)s
-  and status in ('submitted', 'grouped', 'assigned', 'running', 'retrying')
-order by submitted_at
-limit 1;
 
 -- name: job
 select job_id, org_id, app_version_id, test_path, target, priority, status, run_id, group_id,

@@ -131,31 +131,39 @@ async def submit(
     idempotency_key: str | None,
     request_id: str | None,
 ) -> Submitted:
-    """Append the request's jobs in one transaction, unless it is a retry or a duplicate."""
-    org_id = request.jobs[0].org_id
+    """Append the request's jobs in one transaction, unless it is a retry or a duplicate.
+
+    Both checks are one statement (claim_submission in queries.sql): a submit is four
+    round trips, begin and commit included.
+    """
+    first = request.jobs[0]
+    org_id = first.org_id
     submission_id = uuid.uuid4()
+    job_ids = [uuid.uuid4() for _ in request.jobs]
     async with conn.transaction():
-        existing = None
-        if request.run_id is None and not request.force:
-            existing = await _active_duplicate(conn, request.jobs[0])
-        job_ids = [existing] if existing else [uuid.uuid4() for _ in request.jobs]
-        if idempotency_key is not None or request.run_id is not None:
-            cursor = await conn.execute(
-                _QUERIES["claim_idempotency_key"],
-                {
-                    "submission_id": submission_id,
-                    "org_id": org_id,
-                    "idempotency_key": idempotency_key,
-                    "request_hash": request.digest,
-                    "run_id": request.run_id,
-                    "job_ids": job_ids,
-                },
-            )
-            if await cursor.fetchone() is None:
-                return await _replay(conn, org_id, idempotency_key, request.digest)
-        if existing is not None:
+        cursor = await conn.execute(
+            _QUERIES["claim_submission"],
+            {
+                "check_duplicate": request.run_id is None and not request.force,
+                "org_id": org_id,
+                "app_version_id": first.app_version_id,
+                "test_path": first.test_path,
+                "target": first.target.value,
+                "submission_id": submission_id,
+                "idempotency_key": idempotency_key,
+                "request_hash": request.digest,
+                "run_id": request.run_id,
+                "job_ids": job_ids,
+            },
+        )
+        row = await cursor.fetchone()
+        assert row is not None
+        duplicate, claimed = row
+        if not claimed:
+            return await _replay(conn, org_id, idempotency_key, request.digest)
+        if duplicate is not None:
             return Submitted(
-                jobs=await reads.jobs(conn, job_ids, org_id), run_id=None, created=False
+                jobs=await reads.jobs(conn, [duplicate], org_id), run_id=None, created=False
             )
         metadata = Metadata(
             org_id=org_id, actor=actor, correlation_id=submission_id, request_id=request_id
@@ -182,20 +190,6 @@ async def submit(
 def _submitted_and_grouped(grouping: Grouping, job_id: UUID, job: JobSubmitted) -> list[Event]:
     grouped = grouping.try_group(job, job_id)
     return [job] if grouped is None else [job, grouped]
-
-
-async def _active_duplicate(conn: psycopg.AsyncConnection[Any], job: JobSubmitted) -> UUID | None:
-    cursor = await conn.execute(
-        _QUERIES["active_duplicate"],
-        {
-            "org_id": job.org_id,
-            "app_version_id": job.app_version_id,
-            "test_path": job.test_path,
-            "target": job.target.value,
-        },
-    )
-    row = await cursor.fetchone()
-    return None if row is None else row[0]
 
 
 async def _replay(

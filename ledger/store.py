@@ -163,9 +163,7 @@ async def _insert(
     conn: psycopg.AsyncConnection[Any], query: LiteralString, parameters: Mapping[str, Any]
 ) -> list[Appended]:
     try:
-        # In pipeline mode the error comes with the rows, not with the execute.
         cursor = await conn.execute(query, parameters)
-        rows = await cursor.fetchall()
     except (pg_errors.UniqueViolation, pg_errors.SerializationFailure) as error:
         # The one place a lost race on a stream becomes a domain error.
         raise ConcurrencyConflict(
@@ -173,7 +171,7 @@ async def _insert(
         ) from error
     return [
         Appended(position=position, stream_id=stream_id, version=version, recorded_at=at)
-        for position, stream_id, version, at in rows
+        for position, stream_id, version, at in await cursor.fetchall()
     ]
 
 

@@ -53,10 +53,13 @@ class Notifier:
         *,
         channels: Sequence[Channel] = (Channel.EVENTS,),
         interval: float = 0.005,
+        delay: float = 0.0,
     ) -> None:
         self._url = url
         self._channels = [channel.value for channel in channels]
         self._interval = interval
+        #: How long the first poke waits, gathering those that follow, before it goes out.
+        self._delay = delay
         self._wanted = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._conn: psycopg.AsyncConnection[Any] | None = None
@@ -86,6 +89,8 @@ class Notifier:
     async def _send_loop(self) -> None:
         while True:
             await self._wanted.wait()
+            if self._delay:
+                await asyncio.sleep(self._delay)
             self._wanted.clear()
             await self._notify()
             await asyncio.sleep(self._interval)
@@ -124,6 +129,8 @@ class Listener:
         self._reconnect_delay = reconnect_delay
         self._keepalive = keepalive
         self._notified = asyncio.Event()
+        #: The channels notified since take_heard() was last called.
+        self._heard: set[Channel] = set()
         self._task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
         #: The live connection, exposed so tests can kill it.
@@ -144,6 +151,16 @@ class Listener:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+    def take_heard(self) -> frozenset[Channel]:
+        """The channels notified since the last call (all of them after a reconnect)."""
+        heard, self._heard = frozenset(self._heard), set()
+        return heard
+
+    def clear(self) -> None:
+        """Forget the notifications received so far: the caller is about to read past
+        everything they announced."""
+        self._notified.clear()
 
     async def wait(self, timeout: float, *, stop: asyncio.Event | None = None) -> bool:
         """Wait for a notification; False when *timeout* passed or *stop* was set first."""
@@ -173,9 +190,11 @@ class Listener:
                         )
                     self._listening.set()
                     # Wake once on (re)connect: anything committed while deaf is read now.
+                    self._heard.update(self._channels)
                     self._notified.set()
                     while True:
-                        async for _ in conn.notifies(timeout=self._keepalive):
+                        async for notify in conn.notifies(timeout=self._keepalive):
+                            self._heard.add(Channel(notify.channel))
                             self._notified.set()
                         # A quiet spell: make sure the connection is still alive.
                         await conn.execute("select 1")

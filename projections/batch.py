@@ -93,21 +93,21 @@ class BatchApplier:
         *,
         stop: asyncio.Event | None = None,
         committed: Callable[[], None] | None = None,
+        pace_s: float = 0.0,
     ) -> int:
         """Apply batches until none is left or *stop* is set; return the events read past.
 
         *conn* writes and *ahead* reads, both autocommit connections (see ``connect``).
-        *committed* is called after each batch commits.
+        *committed* is called after each batch commits. After a batch that was not full
+        (the reader has caught up), *pace_s* passes before the next read: while events
+        keep trickling in, they then come in batches of that many seconds' worth, not
+        in a transaction each.
         """
-        await conn.execute(_QUERIES["ensure_checkpoint"], {"name": self.name})
-        cursor = await conn.execute(_QUERIES["read_checkpoint"], {"name": self.name})
-        row = await cursor.fetchone()
-        assert row is not None
-        start = Checkpoint(txid=row[0], position=row[1])
+        start = await self._checkpoint(conn)
         self._applied = 0
         while True:
             try:
-                await self._pipeline(conn, ahead, start, stop, committed)
+                await self._pipeline(conn, ahead, start, stop, committed, pace_s)
                 return self._applied
             except _Moved as moved:
                 # Someone else applied batches meanwhile: start again from where they left it.
@@ -119,6 +119,15 @@ class BatchApplier:
                 self._forget()
                 raise
 
+    async def _checkpoint(self, conn: psycopg.AsyncConnection[Any]) -> Checkpoint:
+        params = {"name": self.name}
+        row = await (await conn.execute(_QUERIES["read_checkpoint"], params)).fetchone()
+        if row is None:
+            # Another applier created the row meanwhile, after this statement's snapshot.
+            row = await (await conn.execute(_QUERIES["read_checkpoint"], params)).fetchone()
+        assert row is not None
+        return Checkpoint(txid=row[0], position=row[1])
+
     async def _pipeline(
         self,
         conn: psycopg.AsyncConnection[Any],
@@ -126,6 +135,7 @@ class BatchApplier:
         start: Checkpoint,
         stop: asyncio.Event | None,
         committed: Callable[[], None] | None,
+        pace_s: float,
     ) -> None:
         if start != self._remembered_at:
             self._forget()
@@ -155,6 +165,8 @@ class BatchApplier:
                 writing = asyncio.create_task(self._commit(conn, start, end, events, fold, taken))
                 await _first(taken, writing)
                 start, in_flight = end, fold
+                if pace_s and len(events) < self.batch_size:
+                    await asyncio.sleep(pace_s)
                 stopping = stop is not None and stop.is_set()
                 events = [] if stopping else await read_events(ahead, start, self.batch_size)
         finally:

@@ -5,12 +5,14 @@ a connection of its own, so that of several projectors started under one name on
 works and the others wait to take over; it wakes on NOTIFY or on its poll timer,
 whichever comes first, reads until nothing is new, and reconnects after errors.
 
-Once woken it lets ``coalesce_s`` pass before reading. A job's submit, claim and
+Once woken it lets ``coalesce_s`` pass before reading, and as long as events trickle
+in it lets as long pass after each batch that was not full. A job's submit, claim and
 result commit within a few milliseconds of each other, each with its notification;
 read one by one, they cost a batch transaction each, and the projector's work would
 compete for the CPU with the API and the runners just when they are starting that job.
 Nobody waits on the projector for that: devices claim fresh jobs from the ledger
-(runner/fresh.py), so the delay only batches the projector's work.
+(runner/fresh.py), so the delay only batches the projector's work. A backlog is still
+read in full batches, one after the other.
 
 Correctness does not rest on that lock: every batch locks the checkpoint row first
 (see projections/batch.py), so batches under one name never interleave. That is why
@@ -110,10 +112,12 @@ class Projector:
                         # now: this raises, and the loop goes back to waiting for it.
                         await lock.execute(_QUERIES["alive"])
                         await self._batches.apply_all(
-                            conn, ahead, stop=stop, committed=notifier.poke
+                            conn, ahead, stop=stop, committed=notifier.poke, pace_s=self.coalesce_s
                         )
                         await _woken(listener, stop, self.poll_interval)
                         await _sleep(stop, self.coalesce_s)
+                        # What was announced meanwhile committed before this read begins.
+                        listener.clear()
             finally:
                 self._active = False
         _log.info("projector %s stopped", self.name)

@@ -44,8 +44,8 @@ __all__ = ["Agent", "run_agent"]
 _log = logging.getLogger(__name__)
 #: The cancel watcher looks at most this often, however many notifications arrive.
 _CANCEL_CHECK_GAP_S = 0.1
-#: After one notification, the agent sends the next no sooner than this.
-_NOTIFY_EVERY_S = 0.05
+#: How long the agent gathers what it appends before it notifies the projector.
+_NOTIFY_AFTER_S = 0.05
 
 
 async def run_agent(url: str, config: AgentConfig, stop: asyncio.Event) -> None:
@@ -63,6 +63,8 @@ class Agent:
         self.agent_id = f"{config.name}:{uuid.uuid4().hex[:8]}"
         self.actor = f"runner:{self.agent_id}"
         self.slots: list[Slot] = []
+        #: The agent's summary of the queue, per target its slots serve.
+        self._views: dict[str, QueueView] = {}
         self._lease_lost = asyncio.Event()
         self._rng = random.Random()
 
@@ -71,9 +73,10 @@ class Agent:
         executor = make_executor(config)
         async with contextlib.AsyncExitStack() as stack:
             # What it appends concerns the projector alone, which takes its time to batch
-            # anyway (projections/projector.py): a notification per batch of its is enough.
+            # anyway (projections/projector.py): a job's start and result, a moment apart,
+            # go out as one notification.
             notifier = await stack.enter_async_context(
-                Notifier(self.url, interval=_NOTIFY_EVERY_S)
+                Notifier(self.url, delay=_NOTIFY_AFTER_S)
             )
             # Its own claims and results concern the projector only: it does not hear them.
             listener = await stack.enter_async_context(
@@ -87,6 +90,10 @@ class Agent:
                 self.url, actor=self.actor, notifier=notifier, on_lost=self._jobs_lost
             )
             devices = await self._start(conn)
+            self._views = {
+                target: QueueView(target, self.agent_id, ttl_s=config.queue_view_ttl_s)
+                for target in {device.spec.target for device in devices}
+            }
             fresh = FreshJobs()
             await fresh.start(conn)
             services = SlotServices(
@@ -95,15 +102,11 @@ class Agent:
                 config=config,
                 executor=executor,
                 writer=writer,
-                notifier=notifier,
                 wakeup=wakeup,
                 rng=self._rng,
                 build_refs={},
                 uploads=defaultdict(asyncio.Lock),
-                views={
-                    target: QueueView(target, self.agent_id, ttl_s=config.queue_view_ttl_s)
-                    for target in {device.spec.target for device in devices}
-                },
+                views=self._views,
                 fresh=fresh,
                 running={},
                 lease_lost=self._lease_lost,
@@ -112,7 +115,7 @@ class Agent:
             async with asyncio.TaskGroup() as group:
                 background = [
                     group.create_task(writer.run()),
-                    group.create_task(pump(listener, wakeup)),
+                    group.create_task(pump(listener, wakeup, self._heard)),
                     group.create_task(self._every(config.lease_ttl_s / 3, self._renew)),
                     group.create_task(self._every(config.maintenance_interval_s, self._maintain)),
                     group.create_task(self._watch_cancels(wakeup)),
@@ -213,6 +216,13 @@ class Agent:
             await wakeup.wait(self.config.cancel_poll_s)
 
         await self._every(_CANCEL_CHECK_GAP_S, check)
+
+    def _heard(self, channels: frozenset[Channel]) -> None:
+        # The jobs table moved on: the agent's summaries of it are out of date. (Jobs
+        # just submitted need no new summary: they are fresh, runner/fresh.py.)
+        if Channel.PROJECTIONS in channels:
+            for view in self._views.values():
+                view.invalidate()
 
     def _jobs_lost(self, job_ids: Sequence[UUID]) -> None:
         for slot in self.slots:

@@ -71,6 +71,7 @@ async def claim_batch(
     policy: ClaimPolicy,
     default_timeout_s: float,
     fresh: FreshJobs | None = None,
+    fresh_first: bool = False,
 ) -> Claim | None:
     """Claim the best batch for *slot*, or None when nothing is runnable for it now.
 
@@ -78,7 +79,8 @@ async def claim_batch(
     each busy slot of the agent runs, by device id. The unit a claim goes for is entered
     in *running* before the claim waits on the database, so that the agent's other
     slots, ranking meanwhile, count it as taken; it stays there when the claim succeeds.
-    *fresh*, given to an idle slot, holds jobs too new for the view, tried first.
+    *fresh* holds jobs too new for the view: tried after the view's, or before them when
+    *fresh_first* (for an idle slot, which found the view empty a moment ago).
     *conn* must be in autocommit mode. Raises LeaseLost when the agent's lease lapsed.
     """
     request = ClaimRequest(
@@ -91,10 +93,8 @@ async def claim_batch(
     )
     for _ in range(_RETRIES):
         try:
-            # In pipeline mode a statement whose result is not needed yet goes out with
-            # the next one that is: a fresh claim is two round trips, not five.
-            async with conn.pipeline(), conn.transaction():
-                claim = await _claim(conn, request, fresh)
+            async with conn.transaction():
+                claim = await _claim(conn, request, fresh, fresh_first=fresh_first)
             if claim is None:
                 view.invalidate()
             return claim
@@ -125,23 +125,29 @@ class ClaimRequest:
 
 
 async def _claim(
-    conn: psycopg.AsyncConnection[Any], request: ClaimRequest, fresh: FreshJobs | None
+    conn: psycopg.AsyncConnection[Any],
+    request: ClaimRequest,
+    fresh: FreshJobs | None,
+    *,
+    fresh_first: bool,
 ) -> Claim | None:
     slot = request.slot
     ids = {"device_id": slot.device_id, "agent_id": slot.agent_id}
-    # Its answer is read at the end, once the claim's own statements have been sent with
-    # it; a lapsed lease raises then, and the claim's transaction rolls back.
-    lease = await conn.execute(QUERIES["begin_claim"], ids)
-    chosen = None
-    if fresh is not None:
-        chosen = await choose_fresh(conn, request, fresh)
-    if chosen is None:
-        chosen = await choose_queued(conn, request)
-    claim = None if chosen is None else await _assign(conn, slot, chosen)
-    row = await lease.fetchone()
+    row = await (await conn.execute(QUERIES["begin_claim"], ids)).fetchone()
     if row is None or not row[0]:
         raise LeaseLost()
-    return claim
+
+    async def from_fresh() -> Chosen | None:
+        return None if fresh is None else await choose_fresh(conn, request, fresh)
+
+    async def from_table() -> Chosen | None:
+        return await choose_queued(conn, request)
+
+    for choose in (from_fresh, from_table) if fresh_first else (from_table, from_fresh):
+        chosen = await choose()
+        if chosen is not None:
+            return await _assign(conn, slot, chosen)
+    return None
 
 
 async def _assign(conn: psycopg.AsyncConnection[Any], slot: SlotIdentity, chosen: Chosen) -> Claim:

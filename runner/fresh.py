@@ -12,8 +12,8 @@ since it last looked.
 A fresh job is only a candidate, taken out of here when a claim goes for it. The
 claim appends its JobAssigned at the version the JobGrouped left, so a job that moved
 on meanwhile (claimed elsewhere, cancelled) loses that append; whatever is not taken
-while fresh is in the jobs table by then, and is claimed from there. Only first attempts are fresh: retries
-and hand-backs come through the jobs table.
+while fresh is in the jobs table by then, and is claimed from there. Only first
+attempts are fresh: retries and hand-backs come through the jobs table.
 """
 
 from __future__ import annotations

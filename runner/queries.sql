@@ -152,10 +152,13 @@ limit 1;
 -- name: fresh_events
 -- The ledger's events after a checkpoint, in commit-safe order (the rule of read_after in
 -- ledger/store.sql), each JobGrouped with its job's submit; runner/fresh.py keeps those
--- and reads past the rest.
-select e.txid::text::bigint, e.position, e.stream_id, e.version, e.data ->> 'group_id', s.data
+-- and reads past the rest. The submit is looked up per event, by a subquery: as a join,
+-- the planner would hash every submit in the ledger for the few events read here.
+select e.txid::text::bigint, e.position, e.stream_id, e.version, e.data ->> 'group_id',
+       case when e.type = 'JobGrouped' then
+           (select s.data from events s where s.stream_id = e.stream_id and s.version = 1)
+       end
 from events e
-left join events s on e.type = 'JobGrouped' and s.stream_id = e.stream_id and s.version = 1
 where (e.txid, e.position) > (%(txid)s::text::xid8, %(position)s)
   and e.txid < pg_snapshot_xmin(pg_current_snapshot())
 order by e.txid, e.position

@@ -7,7 +7,8 @@ slot while the others wait for it), adjusted for what this agent's own slots cla
 and run since; other agents' activity may be that much out of date. The summary only
 ranks: a claim still locks and appends at each job's version, so a stale picture
 costs at most a wasted try, never a double assignment. A claim that finds nothing
-marks the view stale, so an idle slot never waits on an old picture. Which orgs have
+marks the view stale, and so does the projector's word that the table moved on
+(runner/agent.py), so an idle slot never waits on an old picture. Which orgs have
 a parallel limit is read with the summary, so a new limit applies within ``ttl_s``.
 """
 

@@ -35,7 +35,6 @@ from uuid import UUID
 import attrs
 import psycopg
 
-from ledger.wakeup import Notifier
 from runner._sql import QUERIES
 from runner.batch_run import BatchRun
 from runner.claim import Claim, LeaseLost, SlotIdentity, claim_batch
@@ -64,7 +63,6 @@ class SlotServices:
     config: AgentConfig
     executor: Executor
     writer: EventWriter
-    notifier: Notifier
     wakeup: Wakeup
     rng: random.Random
     #: BrowserStack references by app version, once known.
@@ -146,7 +144,6 @@ class Slot:
             if claim is None:
                 notified = await services.wakeup.wait(config.poll_interval_s)
                 continue
-            services.notifier.poke()
             self._batch = BatchRun(self._services, self.device, claim)
             if self._stopping is not None:
                 self._batch.stop(self._stopping, at_once=True)
@@ -167,34 +164,38 @@ class Slot:
         idle slot, and without this each would run a claim for what one finds.
         """
         services, config = self._services, self._services.config
-        view = services.views[self.identity.target]
-        installed = [self.device.installed] if self.device.installed else []
+        view, fresh = services.views[self.identity.target], services.fresh
+        generation = services.wakeup.generation
 
-        async def claim(fresh: FreshJobs | None) -> Claim | None:
+        async def claim() -> Claim | None:
+            await fresh.look(conn, generation)
+            if not fresh.any_for(self.identity.target) and not await view.any_queued(conn):
+                # Nothing to take, so no claim's transaction; the last batch's occupancy
+                # (an idle slot's ended already) ends here instead.
+                if not idle:
+                    await conn.execute(
+                        QUERIES["release_slot"],
+                        {"device_id": self.identity.device_id, "agent_id": services.agent_id},
+                    )
+                return None
             return await claim_batch(
                 conn,
                 self.identity,
                 view=view,
                 fresh=fresh,
+                fresh_first=idle,
                 running=services.running,
-                installed=installed,
+                installed=[self.device.installed] if self.device.installed else [],
                 policy=config.policy,
                 default_timeout_s=config.default_timeout_s,
             )
 
         if not idle:
-            return await claim(None)
-        generation = services.wakeup.generation
+            return await claim()
         async with view.idle_claims:
             if notified and view.found_nothing_at == generation:
                 return None
-            fresh = services.fresh
-            await fresh.look(conn, generation)
-            # An idle slot's occupancy ended with the claim that found nothing, so when
-            # there is nothing to take it need not open a claim's transaction at all.
-            claimed = None
-            if fresh.any_for(self.identity.target) or await view.any_queued(conn):
-                claimed = await claim(fresh)
+            claimed = await claim()
             if claimed is None:
                 view.found_nothing_at = generation
             return claimed

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
-from ledger.wakeup import Listener
+from ledger.wakeup import Channel, Listener
 
 __all__ = ["Wakeup", "pump"]
 
@@ -40,8 +41,12 @@ class Wakeup:
         return event.is_set()
 
 
-async def pump(listener: Listener, wakeup: Wakeup) -> None:
-    """Fire *wakeup* on every notification, until cancelled."""
+async def pump(
+    listener: Listener, wakeup: Wakeup, heard: Callable[[frozenset[Channel]], None]
+) -> None:
+    """Fire *wakeup* on every notification, after telling *heard* its channels; until
+    cancelled."""
     while True:
         if await listener.wait(60.0):
+            heard(listener.take_heard())
             wakeup.fire()

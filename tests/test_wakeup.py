@@ -67,7 +67,9 @@ async def test_a_listener_is_woken_only_by_its_own_channels(db_url: str) -> None
         Notifier(db_url, channels=(Channel.EVENTS, Channel.JOBS)) as submitter,
     ):
         await devices.wait(0.5)  # the wake-up every (re)connect gives
+        devices.take_heard()
         appender.poke()
         assert not await devices.wait(timeout=0.3), "woken by a channel it does not hear"
         submitter.poke()
         assert await devices.wait(timeout=2.0)
+        assert devices.take_heard() == {Channel.JOBS}
