@@ -74,6 +74,15 @@ values (%(device_id)s, %(agent_id)s, %(org_id)s, %(target)s, %(group_id)s, %(app
 -- name: release_slot
 delete from slot_occupancy where device_id = %(device_id)s and agent_id = %(agent_id)s;
 
+-- name: end_batch
+-- Ends the slot's batch when there is nothing to claim next: begin_claim without the
+-- claim, and so without its lock. Whether the lease still holds is how a process that
+-- was superseded while it ran a batch learns it at once.
+with released as (
+    delete from slot_occupancy where device_id = %(device_id)s and agent_id = %(agent_id)s
+)
+select expires_at > now() from agent_leases where agent_id = %(agent_id)s;
+
 -- name: stream_tails
 -- Who wrote each stream's events past the version an append expected.
 select stream_id, version, metadata ->> 'actor'

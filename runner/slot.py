@@ -153,6 +153,13 @@ class Slot:
                 self._batch = None
                 services.running.pop(self.identity.device_id, None)
 
+    async def _end_batch(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """End the last batch's occupancy; raise LeaseLost if the agent's lease lapsed."""
+        ids = {"device_id": self.identity.device_id, "agent_id": self._services.agent_id}
+        row = await (await conn.execute(QUERIES["end_batch"], ids)).fetchone()
+        if row is None or not row[0]:
+            raise LeaseLost()
+
     async def _claim(
         self, conn: psycopg.AsyncConnection[Any], *, idle: bool, notified: bool
     ) -> Claim | None:
@@ -173,10 +180,7 @@ class Slot:
                 # Nothing to take, so no claim's transaction; the last batch's occupancy
                 # (an idle slot's ended already) ends here instead.
                 if not idle:
-                    await conn.execute(
-                        QUERIES["release_slot"],
-                        {"device_id": self.identity.device_id, "agent_id": services.agent_id},
-                    )
+                    await self._end_batch(conn)
                 return None
             return await claim_batch(
                 conn,
