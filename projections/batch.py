@@ -21,10 +21,8 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-import orjson
 import psycopg
 from psycopg.rows import kwargs_row
-from psycopg.types.json import set_json_loads
 
 from ledger.decisions import TERMINAL
 from ledger.events import DEVICE_EVENTS, JOB_EVENTS, JobAssigned
@@ -33,7 +31,7 @@ from ledger.store import Checkpoint
 from projections.batch_grouping import ACTOR, group_new_jobs
 from projections.fold import Fold
 from projections.grouping import Grouping
-from projections.reading import Read, read_events, read_stream_events
+from projections.reading import Read, connect, fill_gaps, read_checkpoint, read_events
 from projections.rows import DeviceRow, JobRow
 from projections.writing import write_statements
 
@@ -41,17 +39,6 @@ __all__ = ["ACTOR", "BatchApplier", "connect"]
 
 _log = logging.getLogger(__name__)
 _QUERIES = load_queries(Path(__file__).with_name("batch.sql"))
-
-
-async def connect(url: str) -> psycopg.AsyncConnection[Any]:
-    """An autocommit connection for applying batches.
-
-    JSON is parsed with orjson: the projector parses two documents per event, and the
-    standard library's parser was a fifth of its time.
-    """
-    conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
-    set_json_loads(orjson.loads, conn)
-    return conn
 
 
 class _Moved(Exception):
@@ -103,7 +90,7 @@ class BatchApplier:
         keep trickling in, they then come in batches of that many seconds' worth, not
         in a transaction each.
         """
-        start = await self._checkpoint(conn)
+        start = await read_checkpoint(conn, self.name)
         self._applied = 0
         while True:
             try:
@@ -118,15 +105,6 @@ class BatchApplier:
                 # The remembered rows were changed by a batch that did not commit.
                 self._forget()
                 raise
-
-    async def _checkpoint(self, conn: psycopg.AsyncConnection[Any]) -> Checkpoint:
-        params = {"name": self.name}
-        row = await (await conn.execute(_QUERIES["read_checkpoint"], params)).fetchone()
-        if row is None:
-            # Another applier created the row meanwhile, after this statement's snapshot.
-            row = await (await conn.execute(_QUERIES["read_checkpoint"], params)).fetchone()
-        assert row is not None
-        return Checkpoint(txid=row[0], position=row[1])
 
     async def _pipeline(
         self,
@@ -242,7 +220,9 @@ class BatchApplier:
         jobs: dict[UUID, JobRow] = {}
         devices: dict[UUID, DeviceRow] = {}
         await self._rows(conn, events, jobs, devices)
-        filled = await _fill_gaps(conn, events, jobs, devices)
+        versions = {job_id: row.version for job_id, row in jobs.items()}
+        versions.update((device_id, row.version) for device_id, row in devices.items())
+        filled = await fill_gaps(conn, events, versions)
         if len(filled) != len(events):
             await self._rows(conn, filled, jobs, devices)
         fold = Fold(jobs, devices, events=len(events))
@@ -301,33 +281,6 @@ def _take(ids: set[UUID], remembered: dict[UUID, Any], into: dict[UUID, Any]) ->
         else:
             into[row_id] = row
     return missing
-
-
-async def _fill_gaps(
-    conn: psycopg.AsyncConnection[Any],
-    events: list[Read],
-    jobs: dict[UUID, JobRow],
-    devices: dict[UUID, DeviceRow],
-) -> list[Read]:
-    """*events*, with any earlier event of a stream that commit order put later moved before.
-
-    Commit order is not always version order within a stream: a transaction that got
-    its id early can append version 2 after another one committed version 1. When an
-    event's stream is not at the version just before it, the missing events (committed,
-    since their writer saw them) are read from the stream and applied first; they are
-    skipped when the reader reaches them.
-    """
-    versions = {job_id: row.version for job_id, row in jobs.items()}
-    versions.update((device_id, row.version) for device_id, row in devices.items())
-    filled: list[Read] = []
-    for recorded in events:
-        seen = versions.get(recorded.stream_id, 0)
-        if recorded.version > seen + 1:
-            stream = await read_stream_events(conn, recorded.stream_id)
-            filled.extend(e for e in stream if seen < e.version < recorded.version)
-        filled.append(recorded)
-        versions[recorded.stream_id] = max(seen, recorded.version)
-    return filled
 
 
 async def _first(event: asyncio.Event, task: asyncio.Task[Any]) -> None:

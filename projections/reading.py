@@ -1,4 +1,4 @@
-"""Reading the ledger for the projector: every event after a checkpoint, decoded."""
+"""Reading the ledger for the projector: its checkpoint, every event after it, decoded."""
 
 from __future__ import annotations
 
@@ -10,19 +10,31 @@ from uuid import UUID
 import attrs
 import orjson
 import psycopg
+from psycopg.types.json import set_json_loads
 
 from ledger.codec import converter, decode
 from ledger.events import Event, Metadata
 from ledger.sqlfile import load_queries
 from ledger.store import Checkpoint, read_stream
 
-__all__ = ["Read", "read_events", "read_stream_events"]
+__all__ = ["Read", "connect", "fill_gaps", "read_checkpoint", "read_events"]
 
 _QUERIES = load_queries(Path(__file__).with_name("reading.sql"))
 # Events are immutable values, so one decoded event can stand for every stored copy of
 # its payload. Bounded: emptied when full.
 _DECODED: dict[tuple[str, str], Event] = {}
 _DECODED_AT_MOST = 20_000
+
+
+async def connect(url: str) -> psycopg.AsyncConnection[Any]:
+    """An autocommit connection for applying batches.
+
+    JSON is parsed with orjson: the projector parses two documents per event, and the
+    standard library's parser was a fifth of its time.
+    """
+    conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    set_json_loads(orjson.loads, conn)
+    return conn
 
 
 @attrs.frozen(kw_only=True)
@@ -42,6 +54,17 @@ class Read:
     def checkpoint(self) -> Checkpoint:
         """The checkpoint just after this event."""
         return Checkpoint(txid=self.txid, position=self.position)
+
+
+async def read_checkpoint(conn: psycopg.AsyncConnection[Any], name: str) -> Checkpoint:
+    """Where the projection called *name* has read up to (the start, the first time)."""
+    params = {"name": name}
+    row = await (await conn.execute(_QUERIES["read_checkpoint"], params)).fetchone()
+    if row is None:
+        # Another applier created the row meanwhile, after this statement's snapshot.
+        row = await (await conn.execute(_QUERIES["read_checkpoint"], params)).fetchone()
+    assert row is not None
+    return Checkpoint(txid=row[0], position=row[1])
 
 
 async def read_events(
@@ -79,7 +102,7 @@ def _decoded(type_name: str, data: str) -> Event:
     return event
 
 
-async def read_stream_events(conn: psycopg.AsyncConnection[Any], stream_id: UUID) -> list[Read]:
+async def _read_stream_events(conn: psycopg.AsyncConnection[Any], stream_id: UUID) -> list[Read]:
     """Every event of one stream, in version order."""
     return [
         Read(
@@ -93,3 +116,27 @@ async def read_stream_events(conn: psycopg.AsyncConnection[Any], stream_id: UUID
         )
         for e in await read_stream(conn, stream_id)
     ]
+
+
+async def fill_gaps(
+    conn: psycopg.AsyncConnection[Any], events: list[Read], versions: dict[UUID, int]
+) -> list[Read]:
+    """*events*, with any earlier event of a stream that commit order put later moved before.
+
+    *versions* is each known stream's version before *events*. Commit order is not
+    always version order within a stream: a transaction that got its id early can append
+    version 2 after another one committed version 1. When an event's stream is not at
+    the version just before it, the missing events (committed, since their writer saw
+    them) are read from the stream and applied first; they are skipped when the reader
+    reaches them.
+    """
+    versions = dict(versions)
+    filled: list[Read] = []
+    for recorded in events:
+        seen = versions.get(recorded.stream_id, 0)
+        if recorded.version > seen + 1:
+            stream = await _read_stream_events(conn, recorded.stream_id)
+            filled.extend(e for e in stream if seen < e.version < recorded.version)
+        filled.append(recorded)
+        versions[recorded.stream_id] = max(seen, recorded.version)
+    return filled

@@ -1,3 +1,17 @@
+-- name: read_checkpoint
+-- The checkpoint, created at the start of the ledger the first time. One statement, and
+-- no write once the row exists: the projector reads it every time it wakes.
+with created as (
+    insert into projector_checkpoints (name)
+    select %(name)s
+    where not exists (select from projector_checkpoints where name = %(name)s)
+    on conflict do nothing
+    returning txid, position
+)
+select txid::text::bigint, position from created
+union all
+select txid::text::bigint, position from projector_checkpoints where name = %(name)s;
+
 -- name: read_events
 -- The events after a checkpoint, in commit-safe order: the same rule as read_after in
 -- ledger/store.sql (see the reasoning there). The projector has its own copy because it
