@@ -38,7 +38,9 @@ with duplicate as (
 )
 select (select job_id from duplicate),
        exists (select from claimed)
-       or (%(idempotency_key)s::text is null and %(run_id)s::uuid is null);
+       or (%(idempotency_key)s::text is null and %(run_id)s::uuid is null),
+       -- The submit's commit does not wait for its WAL flush (http_api/submit.py).
+       set_config('synchronous_commit', 'off', true);
 
 -- name: submission_by_key
 select request_hash, run_id, job_ids

@@ -8,6 +8,13 @@ A job is grouped as it is submitted: its JobGrouped commits with its JobSubmitte
 device can claim it the moment the submit commits instead of after a projector's round
 trip. The strategy is the API's (``--grouping`` or $QGJOB_GROUPING); a job a custom
 strategy fails on is left for the projector to group, as any job appended ungrouped is.
+
+A submit is answered only once it is on disk, but devices need not wait for that: its
+transaction commits without waiting for the WAL flush (a disk write, the larger part of
+a commit), the devices are woken, and then the submit waits for the flush. Should the
+server crash in between, the submit is lost unanswered, and the client's retry (same
+Idempotency-Key) submits it again; nothing durable can have come of it meanwhile, since
+any commit that waits for its flush flushes the WAL before it, the submit's included.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -29,7 +37,7 @@ from ledger.codec import structure
 from ledger.errors import InvalidEvent
 from ledger.events import Event, JobSubmitted, Metadata
 from ledger.sqlfile import load_queries
-from ledger.store import StreamWrite, append_many
+from ledger.store import StreamWrite, append_many, flush
 from projections.grouping import Grouping
 
 __all__ = ["MAX_IDEMPOTENCY_KEY", "MAX_SUITE", "SubmitRequest", "Submitted", "parse", "submit"]
@@ -130,6 +138,34 @@ async def submit(
     actor: str,
     idempotency_key: str | None,
     request_id: str | None,
+    announce: Callable[[], None],
+) -> Submitted:
+    """Append the request's jobs, unless it is a retry or a duplicate; once they are
+    committed, *announce* them, and return once they are on disk."""
+    submitted = await _record(
+        conn,
+        request,
+        grouping=grouping,
+        actor=actor,
+        idempotency_key=idempotency_key,
+        request_id=request_id,
+    )
+    if submitted.created:
+        announce()
+    # Also for a retry or a duplicate: what it answers with may have been committed by
+    # another request a moment ago, and not be on disk yet.
+    await flush(conn)
+    return submitted
+
+
+async def _record(
+    conn: psycopg.AsyncConnection[Any],
+    request: SubmitRequest,
+    *,
+    grouping: Grouping,
+    actor: str,
+    idempotency_key: str | None,
+    request_id: str | None,
 ) -> Submitted:
     """Append the request's jobs in one transaction, unless it is a retry or a duplicate.
 
@@ -158,7 +194,7 @@ async def submit(
         )
         row = await cursor.fetchone()
         assert row is not None
-        duplicate, claimed = row
+        duplicate, claimed, _ = row
         if not claimed:
             return await _replay(conn, org_id, idempotency_key, request.digest)
         if duplicate is not None:

@@ -31,6 +31,7 @@ __all__ = [
     "StreamWrite",
     "append",
     "append_many",
+    "flush",
     "head",
     "read_after",
     "read_stream",
@@ -173,6 +174,12 @@ async def _insert(
         Appended(position=position, stream_id=stream_id, version=version, recorded_at=at)
         for position, stream_id, version, at in await cursor.fetchall()
     ]
+
+
+async def flush(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Wait until every commit so far is on disk, those made with synchronous_commit off
+    included. *conn* must be in autocommit mode, outside a transaction."""
+    await conn.execute(_QUERIES["flush"])
 
 
 async def read_stream(conn: psycopg.AsyncConnection[Any], stream_id: UUID) -> list[RecordedEvent]:

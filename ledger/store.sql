@@ -52,3 +52,11 @@ from events
 where txid < pg_snapshot_xmin(pg_current_snapshot())
 order by events.txid desc, events.position desc
 limit 1;
+
+-- name: flush
+-- Waits until every commit so far, this session's unflushed ones included, is on disk.
+-- PostgreSQL has no function for that, but a transaction that has a transaction id and
+-- wrote WAL commits synchronously: it flushes the WAL up to its commit record, and so
+-- everything before it. A transactional logical-decoding message is the smallest such
+-- write (a few bytes of WAL, no table touched); nothing decodes it.
+select pg_logical_emit_message(true, 'qgjob', 'flush');

@@ -8,6 +8,13 @@ SKIP LOCKED), appends a JobAssigned to each at the version it was chosen at — 
 arbiter: if any job moved on meanwhile, the whole claim rolls back and is tried again,
 so exactly one slot owns an attempt.
 
+The claim's commit does not wait for its WAL flush: the device starts the batch about a
+millisecond sooner, and durability comes with the batch's first append (JobStarted),
+whose synchronous commit flushes the WAL before it, the claim's included. Should the
+server crash before that, the claim is gone with it: the job is unassigned again, and
+the agent's appends for it, made at versions past the claim, are refused as conflicts,
+so the job is dropped here and claimed anew, still by exactly one slot.
+
 An idle slot is offered the jobs grouped since the agent last read the ledger
 (runner/fresh.py) first, before the projector has put them in the jobs table: a slot
 that found the table empty a moment ago has nothing older to prefer.
