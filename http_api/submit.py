@@ -140,37 +140,11 @@ async def submit(
     request_id: str | None,
     announce: Callable[[], None],
 ) -> Submitted:
-    """Append the request's jobs, unless it is a retry or a duplicate; once they are
-    committed, *announce* them, and return once they are on disk."""
-    submitted = await _record(
-        conn,
-        request,
-        grouping=grouping,
-        actor=actor,
-        idempotency_key=idempotency_key,
-        request_id=request_id,
-    )
-    if submitted.created:
-        announce()
-    # Also for a retry or a duplicate: what it answers with may have been committed by
-    # another request a moment ago, and not be on disk yet.
-    await flush(conn)
-    return submitted
-
-
-async def _record(
-    conn: psycopg.AsyncConnection[Any],
-    request: SubmitRequest,
-    *,
-    grouping: Grouping,
-    actor: str,
-    idempotency_key: str | None,
-    request_id: str | None,
-) -> Submitted:
-    """Append the request's jobs in one transaction, unless it is a retry or a duplicate.
+    """Append the request's jobs in one transaction, unless it is a retry or a duplicate;
+    once they are committed, *announce* them, and return once they are on disk.
 
     Both checks are one statement (claim_submission in queries.sql): a submit is four
-    round trips, begin and commit included.
+    round trips, begin and commit included, and then the wait for the flush.
     """
     first = request.jobs[0]
     org_id = first.org_id
@@ -196,31 +170,43 @@ async def _record(
         assert row is not None
         duplicate, claimed, _ = row
         if not claimed:
-            return await _replay(conn, org_id, idempotency_key, request.digest)
-        if duplicate is not None:
-            return Submitted(
-                jobs=await reads.jobs(conn, [duplicate], org_id), run_id=None, created=False
+            submitted = await _replay(conn, org_id, idempotency_key, request.digest)
+        elif duplicate is not None:
+            jobs = await reads.jobs(conn, [duplicate], org_id)
+            submitted = Submitted(jobs=jobs, run_id=None, created=False)
+        else:
+            metadata = Metadata(
+                org_id=org_id, actor=actor, correlation_id=submission_id, request_id=request_id
             )
-        metadata = Metadata(
-            org_id=org_id, actor=actor, correlation_id=submission_id, request_id=request_id
-        )
-        writes = [
-            StreamWrite(
-                stream_id=job_id,
-                expected_version=0,
-                events=_submitted_and_grouped(grouping, job_id, job),
-                metadata=metadata,
-            )
-            for job_id, job in zip(job_ids, request.jobs, strict=True)
-        ]
-        appended = iter(await append_many(conn, writes))
+            writes = [
+                StreamWrite(
+                    stream_id=job_id,
+                    expected_version=0,
+                    events=_submitted_and_grouped(grouping, job_id, job),
+                    metadata=metadata,
+                )
+                for job_id, job in zip(job_ids, request.jobs, strict=True)
+            ]
+            submitted = await _append(conn, writes, request.run_id)
+    if submitted.created:
+        announce()
+    # Also for a retry or a duplicate: what it answers with may have been committed by
+    # another request a moment ago, and not be on disk yet.
+    await flush(conn)
+    return submitted
+
+
+async def _append(
+    conn: psycopg.AsyncConnection[Any], writes: list[StreamWrite], run_id: UUID | None
+) -> Submitted:
+    appended = iter(await append_many(conn, writes))
     documents = []
     for write in writes:
         history = [(event, next(appended).recorded_at) for event in write.events]
         document = job_from_history(write.stream_id, history)
         assert document is not None
         documents.append(document)
-    return Submitted(jobs=documents, run_id=request.run_id, created=True)
+    return Submitted(jobs=documents, run_id=run_id, created=True)
 
 
 def _submitted_and_grouped(grouping: Grouping, job_id: UUID, job: JobSubmitted) -> list[Event]:
