@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -55,7 +56,15 @@ def total_over_processes(work: Callable[..., None], arguments: Sequence[tuple[An
     processes = [multiprocessing.Process(target=work, args=(*args, results)) for args in arguments]
     for process in processes:
         process.start()
-    total = sum(results.get() for _ in processes)
+    total, reported = 0, 0
+    while reported < len(processes):
+        try:
+            total += results.get(timeout=1.0)
+            reported += 1
+        except queue.Empty:
+            failed = [p.exitcode for p in processes if p.exitcode not in (None, 0)]
+            if failed:
+                raise RuntimeError(f"a load process failed (exit code {failed[0]})") from None
     for process in processes:
         process.join()
     return total
