@@ -82,20 +82,18 @@ class Agent:
             listener = await stack.enter_async_context(
                 Listener(self.url, channels=(Channel.JOBS, Channel.PROJECTIONS))
             )
-            conn = await stack.enter_async_context(
-                await psycopg.AsyncConnection.connect(self.url, autocommit=True)
-            )
             wakeup = Wakeup()
             writer = EventWriter(
                 self.url, actor=self.actor, notifier=notifier, on_lost=self._jobs_lost
             )
-            devices = await self._start(conn)
+            fresh = FreshJobs()
+            async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+                devices = await self._start(conn)
+                await fresh.start(conn)
             self._views = {
                 target: QueueView(target, self.agent_id, ttl_s=config.queue_view_ttl_s)
                 for target in {device.spec.target for device in devices}
             }
-            fresh = FreshJobs()
-            await fresh.start(conn)
             services = SlotServices(
                 url=self.url,
                 agent_id=self.agent_id,
@@ -133,8 +131,16 @@ class Agent:
                     task.cancel()
             if self._lease_lost.is_set():
                 raise LeaseLost()
-            await conn.execute(QUERIES["release_lease"], {"agent_id": self.agent_id})
+            await self._release_lease()
             _log.info("agent %s stopped", self.agent_id)
+
+    async def _release_lease(self) -> None:
+        """Give the lease up, so that no rescuer waits for it to lapse."""
+        try:
+            async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+                await conn.execute(QUERIES["release_lease"], {"agent_id": self.agent_id})
+        except psycopg.OperationalError as error:
+            _log.warning("could not release the lease (%s); it will lapse by itself", error)
 
     async def _start(self, conn: psycopg.AsyncConnection[Any]) -> list[DeviceStream]:
         """Take a lease, supersede older processes of this name, register the slots."""

@@ -86,10 +86,10 @@ with released as (
 select expires_at > now() from agent_leases where agent_id = %(agent_id)s;
 
 -- name: stream_tails
--- Who wrote each stream's events past the version an append expected.
+-- Each stream's events from the version an append expected on, and who wrote them.
 select stream_id, version, metadata ->> 'actor'
 from events
-where stream_id = any(%(ids)s) and version > %(after)s;
+where stream_id = any(%(ids)s) and version >= %(after)s;
 
 -- name: cancelled_jobs
 select distinct stream_id from events where stream_id = any(%(ids)s) and type = 'JobCancelled';

@@ -148,18 +148,26 @@ class EventWriter:
 
         The second happens when an earlier try committed but its connection broke
         before saying so; those events are in the ledger and must not be written again.
+        A stream that is not even at the version we hold it at counts as moved: what we
+        appended to it was lost (a claim lost in a crash of the server, say).
         """
         pendings = {p.job.job_id: p for p in pending}
         after = min(p.job.version for p in pendings.values())
         params = {"ids": list(pendings), "after": after}
         cursor = await conn.execute(QUERIES["stream_tails"], params)
+        reached: set[UUID] = set()
         tails: dict[UUID, list[str | None]] = {job_id: [] for job_id in pendings}
         for job_id, version, actor in await cursor.fetchall():
-            if version > pendings[job_id].job.version:
+            held_at = pendings[job_id].job.version
+            if version == held_at:
+                reached.add(job_id)
+            elif version > held_at:
                 tails[job_id].append(actor)
         moved, landed = set(), set()
         for job_id, actors in tails.items():
-            if len(actors) == len(pendings[job_id].events) and set(actors) == {self._actor}:
+            if job_id not in reached:
+                moved.add(job_id)
+            elif len(actors) == len(pendings[job_id].events) and set(actors) == {self._actor}:
                 landed.add(job_id)
             elif actors:
                 moved.add(job_id)

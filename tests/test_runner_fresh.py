@@ -13,7 +13,14 @@ import pytest
 
 from runner.agent import Agent
 from tests.support.api import api_client, job_body
-from tests.support.runner import agent_config, check_histories, histories, pipeline, wait_all_ended
+from tests.support.runner import (
+    PASSED_AT_ONCE,
+    agent_config,
+    check_histories,
+    histories,
+    pipeline,
+    wait_all_ended,
+)
 from tests.support.waiting import async_wait_until
 
 pytestmark = pytest.mark.anyio
@@ -53,13 +60,7 @@ async def test_an_idle_agent_runs_a_submitted_job_that_no_projector_has_seen(
         job_id = UUID(response.json()["job_id"])
         await wait_all_ended(db_url, [job_id])
     (stream,) = (await histories(db_url, [job_id])).values()
-    assert [recorded.type for recorded in stream] == [
-        "JobSubmitted",
-        "JobGrouped",
-        "JobAssigned",
-        "JobStarted",
-        "JobPassed",
-    ]
+    assert [recorded.type for recorded in stream] == PASSED_AT_ONCE
     assert await _projected_jobs(db_url) == 0, "a projector ran after all"
 
 

@@ -27,6 +27,7 @@ from runner.executors import SlotSpec
 from tests.support.waiting import async_wait_until
 
 __all__ = [
+    "PASSED_AT_ONCE",
     "agent_config",
     "check_histories",
     "histories",
@@ -34,6 +35,9 @@ __all__ = [
     "submit",
     "wait_all_ended",
 ]
+
+#: The history of a job that one slot claimed, ran and passed, and nothing else touched.
+PASSED_AT_ONCE = ["JobSubmitted", "JobGrouped", "JobAssigned", "JobStarted", "JobPassed"]
 
 #: Fast enough for tests: short leases, quick polls, no real waiting on backoff.
 FAST = {
