@@ -9,8 +9,6 @@ database is cloned from a migrated template, which is much faster than migrating
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +19,7 @@ from psycopg import sql
 
 from ledger.embedded import EmbeddedCluster
 from ledger.migrate import apply_migrations
+from tests.support.dirs import server_dir
 
 
 @pytest.fixture(scope="session")
@@ -59,15 +58,12 @@ def pg_server_url() -> Iterator[str]:
     if containers is not None:
         yield from containers
         return
-    # Not under pytest's tmp_path: pytest makes its base directory 0700 at every session
-    # start, which would lock out the server's own user while another session runs.
-    base = Path(tempfile.mkdtemp(prefix="qgjob-test-"))
-    cluster = EmbeddedCluster(base / "pg")
-    try:
-        yield cluster.start()
-    finally:
-        cluster.stop()
-        shutil.rmtree(base, ignore_errors=True)
+    with server_dir() as base:
+        cluster = EmbeddedCluster(base / "pg")
+        try:
+            yield cluster.start()
+        finally:
+            cluster.stop()
 
 
 def _create_database(server_url: str, name: str, template: str | None = None) -> str:

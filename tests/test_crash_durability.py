@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +24,7 @@ from ledger.embedded import EmbeddedCluster
 from ledger.migrate import apply_migrations
 from runner import run_agent
 from tests.support.api import api_client, job_body
+from tests.support.dirs import server_dir
 from tests.support.runner import (
     PASSED_AT_ONCE,
     agent_config,
@@ -44,14 +43,12 @@ pytestmark = [
 
 @pytest.fixture
 def cluster() -> Iterator[EmbeddedCluster]:
-    # Not below pytest's tmp_path, which is private to root; the server runs as its own user.
-    root = Path(tempfile.mkdtemp(prefix="qgjob-test-"))
-    cluster = EmbeddedCluster(root / "pg")
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(root)
+    with server_dir() as root:
+        cluster = EmbeddedCluster(root / "pg")
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
 
 
 def _slow_wal_writer(url: str) -> None:

@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 
 from ledger.embedded import EmbeddedCluster, database_url
 from ledger.errors import EmbeddedClusterError
+from tests.support.dirs import server_dir
 from tests.support.waiting import wait_until
 
 needs_procfs = pytest.mark.skipif(
@@ -27,29 +27,19 @@ needs_procfs = pytest.mark.skipif(
 
 @pytest.fixture
 def project_dir() -> Iterator[Path]:
-    """A directory standing for a checkout, outside pytest's tmp_path.
-
-    Each pytest session resets /tmp/pytest-of-<user> to mode 0700, which, as root, would
-    cut the server's user off from a data directory below it.
-    """
-    path = Path(tempfile.mkdtemp(prefix="qgjob-test-"))
-    try:
+    """A directory standing for a checkout."""
+    with server_dir() as path:
         yield path
-    finally:
-        shutil.rmtree(path)
 
 
 @pytest.fixture(scope="module")
 def initialised_data_dir() -> Iterator[Path]:
     """A stopped cluster's files, made once: initdb is most of a start's cost."""
-    root = Path(tempfile.mkdtemp(prefix="qgjob-test-"))
-    template = EmbeddedCluster(root / "pg")
-    try:
+    with server_dir() as root:
+        template = EmbeddedCluster(root / "pg")
         template.start()
         template.stop()
         yield template.data_dir
-    finally:
-        shutil.rmtree(root)
 
 
 @pytest.fixture

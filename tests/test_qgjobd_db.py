@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,17 +13,16 @@ import psycopg
 import pytest
 
 from tests.support.api import REPO_ROOT
+from tests.support.dirs import server_dir
 
 
 @pytest.fixture
 def data_dir() -> Iterator[Path]:
-    # Outside pytest's tmp_path, which only root may enter; the server runs as its own user.
-    base = Path(tempfile.mkdtemp(prefix="qgjob-db-cli-"))
-    try:
-        yield base
-    finally:
-        _qgjobd(base, "db", "stop")
-        shutil.rmtree(base, ignore_errors=True)
+    with server_dir("qgjob-db-cli-") as base:
+        try:
+            yield base
+        finally:
+            _qgjobd(base, "db", "stop")
 
 
 def _qgjobd(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
