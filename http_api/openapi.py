@@ -6,27 +6,9 @@ submit schema lists exactly the fields the ledger's JobSubmitted accepts.
 
 from __future__ import annotations
 
-from http_api.openapi_schemas import SCHEMAS, STATUSES, Json, ref
+from http_api.openapi_schemas import SCHEMAS, STATUSES, Json, error_bodies, json_body, ref
 
 __all__ = ["openapi_document"]
-
-
-def _json(schema: Json, description: str) -> Json:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _errors(*statuses: int) -> Json:
-    meaning = {
-        400: "invalid input; `field` names it",
-        401: "no valid API token",
-        403: "the token's organisation may not do this",
-        404: "no such thing for this organisation",
-        409: "the job's history does not allow it",
-        413: "body larger than 64 KiB",
-        422: "Idempotency-Key reused for another request",
-        503: "the database is unavailable",
-    }
-    return {str(status): _json(ref("Error"), meaning[status]) for status in statuses}
 
 
 def _query(name: str, description: str, schema: Json) -> Json:
@@ -75,7 +57,7 @@ _SUBMIT: Json = {
         },
     },
     "responses": {
-        "201": _json(
+        "201": json_body(
             {
                 "oneOf": [
                     ref("Job"),
@@ -90,8 +72,8 @@ _SUBMIT: Json = {
             },
             "created: a Job, or {run_id, jobs} for a suite",
         ),
-        "200": _json({}, "existing jobs: a retried request, or an identical active job"),
-        **_errors(400, 401, 403, 413, 422, 503),
+        "200": json_body({}, "existing jobs: a retried request, or an identical active job"),
+        **error_bodies(400, 401, 403, 413, 422, 503),
     },
 }
 
@@ -99,7 +81,7 @@ _GET_JOB: Json = {
     "summary": "A job; with ?wait=N, held until it has ended or N seconds passed",
     "security": _AUTHED,
     "parameters": [_path("job_id"), _WAIT, _ORG],
-    "responses": {"200": _json(ref("Job"), "the job"), **_errors(400, 401, 404, 503)},
+    "responses": {"200": json_body(ref("Job"), "the job"), **error_bodies(400, 401, 404, 503)},
 }
 
 _PATHS: Json = {
@@ -115,8 +97,8 @@ _PATHS: Json = {
             "security": _AUTHED,
             "parameters": [_ORG],
             "responses": {
-                "200": _json(ref("Snapshot"), "counts, queue, groups, devices, jobs"),
-                **_errors(401, 403, 503),
+                "200": json_body(ref("Snapshot"), "counts, queue, groups, devices, jobs"),
+                **error_bodies(401, 403, 503),
             },
         }
     },
@@ -127,7 +109,7 @@ _PATHS: Json = {
             "parameters": [_ORG],
             "responses": {
                 "200": {"description": "an event stream", "content": {"text/event-stream": {}}},
-                **_errors(401, 403),
+                **error_bodies(401, 403),
             },
         }
     },
@@ -149,7 +131,7 @@ _PATHS: Json = {
                 _query("cursor", "next_cursor of the previous page", {"type": "string"}),
             ],
             "responses": {
-                "200": _json(
+                "200": json_body(
                     {
                         "type": "object",
                         "properties": {
@@ -159,7 +141,7 @@ _PATHS: Json = {
                     },
                     "a page of jobs",
                 ),
-                **_errors(400, 401, 403, 503),
+                **error_bodies(400, 401, 403, 503),
             },
         },
     },
@@ -172,14 +154,14 @@ _PATHS: Json = {
             "security": _AUTHED,
             "parameters": [_path("job_id"), _ORG],
             "responses": {
-                "200": _json(
+                "200": json_body(
                     {
                         "type": "object",
                         "properties": {"events": {"type": "array", "items": ref("Event")}},
                     },
                     "the events in order",
                 ),
-                **_errors(400, 401, 404, 503),
+                **error_bodies(400, 401, 404, 503),
             },
         }
     },
@@ -201,8 +183,8 @@ _PATHS: Json = {
                 },
             },
             "responses": {
-                "200": _json(ref("Job"), "the job, cancelled or as it ended"),
-                **_errors(400, 401, 404, 409, 503),
+                "200": json_body(ref("Job"), "the job, cancelled or as it ended"),
+                **error_bodies(400, 401, 404, 409, 503),
             },
         }
     },
@@ -211,7 +193,10 @@ _PATHS: Json = {
             "summary": "A suite's jobs and counts; with ?wait=N, held until every job ended",
             "security": _AUTHED,
             "parameters": [_path("run_id"), _WAIT, _ORG],
-            "responses": {"200": _json(ref("Run"), "the run"), **_errors(400, 401, 404, 503)},
+            "responses": {
+                "200": json_body(ref("Run"), "the run"),
+                **error_bodies(400, 401, 404, 503),
+            },
         }
     },
     "/groups": {
@@ -227,14 +212,14 @@ _PATHS: Json = {
                 ),
             ],
             "responses": {
-                "200": _json(
+                "200": json_body(
                     {
                         "type": "object",
                         "properties": {"groups": {"type": "array", "items": ref("Group")}},
                     },
                     "groups",
                 ),
-                **_errors(400, 401, 403, 503),
+                **error_bodies(400, 401, 403, 503),
             },
         }
     },
@@ -244,29 +229,29 @@ _PATHS: Json = {
             "security": _AUTHED,
             "parameters": [_ORG],
             "responses": {
-                "200": _json(
+                "200": json_body(
                     {
                         "type": "object",
                         "properties": {"devices": {"type": "array", "items": ref("Device")}},
                     },
                     "devices",
                 ),
-                **_errors(401, 403, 503),
+                **error_bodies(401, 403, 503),
             },
         }
     },
     "/healthz": {
         "get": {
             "summary": "The process is alive",
-            "responses": {"200": _json({"type": "object"}, "alive")},
+            "responses": {"200": json_body({"type": "object"}, "alive")},
         }
     },
     "/readyz": {
         "get": {
             "summary": "The database answers and the projectors are not far behind",
             "responses": {
-                "200": _json({"type": "object"}, "ready"),
-                "503": _json(ref("Error"), "not ready: database or projector lag"),
+                "200": json_body({"type": "object"}, "ready"),
+                "503": json_body(ref("Error"), "not ready: database or projector lag"),
             },
         }
     },
@@ -281,7 +266,7 @@ _PATHS: Json = {
     "/openapi.json": {
         "get": {
             "summary": "This document",
-            "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")},
+            "responses": {"200": json_body({"type": "object"}, "OpenAPI 3.1")},
         }
     },
 }

@@ -7,7 +7,7 @@ from typing import Any
 from ledger.decisions import JobStatus
 from ledger.events import Target
 
-__all__ = ["SCHEMAS", "STATUSES", "Json", "ref"]
+__all__ = ["SCHEMAS", "STATUSES", "Json", "error_bodies", "json_body", "ref"]
 
 Json = dict[str, Any]
 
@@ -17,6 +17,26 @@ _TARGETS = [target.value for target in Target]
 
 def ref(name: str) -> Json:
     return {"$ref": f"#/components/schemas/{name}"}
+
+
+def json_body(schema: Json, description: str) -> Json:
+    """A response whose JSON body follows *schema*."""
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def error_bodies(*statuses: int) -> Json:
+    """The error responses of these *statuses*, each with what it means here."""
+    meaning = {
+        400: "invalid input; `field` names it",
+        401: "no valid API token",
+        403: "the token's organisation may not do this",
+        404: "no such thing for this organisation",
+        409: "the job's history does not allow it",
+        413: "body larger than 64 KiB",
+        422: "Idempotency-Key reused for another request",
+        503: "the database is unavailable",
+    }
+    return {str(status): json_body(ref("Error"), meaning[status]) for status in statuses}
 
 
 _SUBMIT_FIELDS: Json = {
