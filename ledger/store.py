@@ -30,7 +30,9 @@ __all__ = [
     "RecordedEvent",
     "StreamWrite",
     "append",
+    "append_arguments",
     "append_many",
+    "execute_appending",
     "flush",
     "head",
     "read_after",
@@ -115,13 +117,25 @@ async def append_many(
     """Append to several streams in one statement: all the writes land, or none does."""
     if len(writes) == 1 and len(writes[0].events) == 1:
         return await _append_one(conn, writes[0])
-    columns: dict[str, list[Any]] = {
-        "stream_ids": [],
-        "expected": [],
+    arguments = append_arguments(writes)
+    if not arguments["event_types"]:
+        return []
+    return await _insert(conn, _QUERIES["append"], arguments)
+
+
+def append_arguments(writes: Sequence[StreamWrite]) -> dict[str, list[Any]]:
+    """The arguments of the database's append_events function for *writes*, by name.
+
+    A statement of another part of qgjob that appends (``select … append_events(…)``)
+    takes them as they are, and runs through ``execute_appending``.
+    """
+    arguments: dict[str, list[Any]] = {
+        "streams": [],
+        "expected_versions": [],
         "offsets": [],
-        "types": [],
-        "datas": [],
-        "metadatas": [],
+        "event_types": [],
+        "event_data": [],
+        "event_metadata": [],
     }
     streams = set()
     for write in writes:
@@ -131,15 +145,13 @@ async def append_many(
         metadata = Jsonb(converter.unstructure(write.metadata))
         for offset, event in enumerate(write.events, start=1):
             type_name, data = encode(event)
-            columns["stream_ids"].append(write.stream_id)
-            columns["expected"].append(write.expected_version)
-            columns["offsets"].append(offset)
-            columns["types"].append(type_name)
-            columns["datas"].append(Jsonb(data))
-            columns["metadatas"].append(metadata)
-    if not columns["types"]:
-        return []
-    return await _insert(conn, _QUERIES["append"], columns)
+            arguments["streams"].append(write.stream_id)
+            arguments["expected_versions"].append(write.expected_version)
+            arguments["offsets"].append(offset)
+            arguments["event_types"].append(type_name)
+            arguments["event_data"].append(Jsonb(data))
+            arguments["event_metadata"].append(metadata)
+    return arguments
 
 
 async def _append_one(conn: psycopg.AsyncConnection[Any], write: StreamWrite) -> list[Appended]:
@@ -163,17 +175,25 @@ async def _append_one(conn: psycopg.AsyncConnection[Any], write: StreamWrite) ->
 async def _insert(
     conn: psycopg.AsyncConnection[Any], query: LiteralString, parameters: Mapping[str, Any]
 ) -> list[Appended]:
+    cursor = await execute_appending(conn, query, parameters)
+    return [
+        Appended(position=position, stream_id=stream_id, version=version, recorded_at=at)
+        for position, stream_id, version, at in await cursor.fetchall()
+    ]
+
+
+async def execute_appending(
+    conn: psycopg.AsyncConnection[Any], query: LiteralString, parameters: Mapping[str, Any]
+) -> psycopg.AsyncCursor[Any]:
+    """Run a statement that appends; raises ConcurrencyConflict when it lost a race on a
+    stream (another writer moved it on first)."""
     try:
-        cursor = await conn.execute(query, parameters)
+        return await conn.execute(query, parameters)
     except (pg_errors.UniqueViolation, pg_errors.SerializationFailure) as error:
         # The one place a lost race on a stream becomes a domain error.
         raise ConcurrencyConflict(
             f"{ConcurrencyConflict.__doc__} ({error.diag.message_primary})"
         ) from error
-    return [
-        Appended(position=position, stream_id=stream_id, version=version, recorded_at=at)
-        for position, stream_id, version, at in await cursor.fetchall()
-    ]
 
 
 async def flush(conn: psycopg.AsyncConnection[Any]) -> None:

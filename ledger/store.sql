@@ -1,15 +1,9 @@
 -- name: append
 -- One statement for any number of events on any number of streams, so an append is one
--- round trip and all or nothing. Rows come in as parallel arrays, in order.
-insert into events (stream_id, version, type, data, metadata)
-select w.stream_id, events_expect_version(w.stream_id, w.expected) + w.offset_in_write,
-       w.type, w.data, w.metadata
-from unnest(
-    %(stream_ids)b::uuid[], %(expected)b::integer[], %(offsets)b::integer[],
-    %(types)b::text[], %(datas)b::jsonb[], %(metadatas)b::jsonb[]
-) with ordinality as w(stream_id, expected, offset_in_write, type, data, metadata, ord)
-order by w.ord
-returning position, stream_id, version, recorded_at;
+-- round trip and all or nothing (migrations/003_append_events.sql).
+select position, stream_id, version, recorded_at
+from append_events(%(streams)b::uuid[], %(expected_versions)b::integer[], %(offsets)b::integer[],
+                   %(event_types)b::text[], %(event_data)b::jsonb[], %(event_metadata)b::jsonb[]);
 
 -- name: append_one
 -- The common case, one event, as a plain single-row insert: measurably cheaper than going
