@@ -82,7 +82,6 @@ async def submit_jobs(request: Request) -> JSONResponse:
             actor=caller.actor,
             idempotency_key=key,
             request_id=_request_id(request),
-            announce=app.notifier.poke,
         )
     return JSONResponse(result.document(), status_code=201 if result.created else 200)
 

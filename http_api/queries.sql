@@ -9,38 +9,25 @@ select token_id, org_id from api_tokens where token_hash = %(token_hash)s and re
 insert into api_tokens (token_id, org_id, token_hash, label)
 values (%(token_id)s, %(org_id)s, %(token_hash)s, %(label)s);
 
--- name: claim_submission
--- A submit's two checks in one statement. `duplicate`: an identical job still waiting or
--- running, which a submit without `force` answers with (asked for single jobs only).
--- `claimed`: the request's Idempotency-Key (or suite) recorded for this request, with the
--- jobs it answers with; the insert blocks while a concurrent request with the same key is
--- uncommitted, then inserts nothing if that request committed, and the caller answers
--- with that request's jobs. A request with neither key nor suite has nothing to claim.
-with duplicate as (
-    select job_id
-    from jobs
-    where %(check_duplicate)s
-      and org_id = %(org_id)s
-      and app_version_id = %(app_version_id)s
-      and test_path = %(test_path)s
-      and target = %(target)s
-      and status in ('submitted', 'grouped', 'assigned', 'running', 'retrying')
-    order by submitted_at
-    limit 1
-), claimed as (
-    insert into api_submissions
-        (submission_id, org_id, idempotency_key, request_hash, run_id, job_ids)
-    select %(submission_id)s, %(org_id)s, %(idempotency_key)s, %(request_hash)s, %(run_id)s,
-           coalesce((select array[job_id] from duplicate), %(job_ids)s)
-    where %(idempotency_key)s::text is not null or %(run_id)s::uuid is not null
-    on conflict (org_id, idempotency_key) do nothing
-    returning submission_id
-)
-select (select job_id from duplicate),
-       exists (select from claimed)
-       or (%(idempotency_key)s::text is null and %(run_id)s::uuid is null),
-       -- The submit's commit does not wait for its WAL flush (http_api/submit.py).
-       set_config('synchronous_commit', 'off', true);
+-- name: submit
+-- migrations/033_submit_jobs.sql
+select duplicate, claimed, recorded_at
+from submit_jobs(
+    check_duplicate => %(check_duplicate)s,
+    org => %(org_id)s,
+    app_version => %(app_version_id)s,
+    test => %(test_path)s,
+    target_type => %(target)s,
+    submission => %(submission_id)s,
+    request_key => %(idempotency_key)s,
+    body_hash => %(request_hash)s,
+    run => %(run_id)s,
+    new_jobs => %(job_ids)s,
+    streams => %(streams)b::uuid[], expected_versions => %(expected_versions)b::integer[],
+    offsets => %(offsets)b::integer[], event_types => %(event_types)b::text[],
+    event_data => %(event_data)b::jsonb[], event_metadata => %(event_metadata)b::jsonb[],
+    announcement => %(announcement)s
+);
 
 -- name: submission_by_key
 select request_hash, run_id, job_ids

@@ -11,7 +11,8 @@ strategy fails on is left for the projector to group, as any job appended ungrou
 
 A submit is answered only once it is on disk, but devices need not wait for that: its
 transaction commits without waiting for the WAL flush (a disk write, the larger part of
-a commit), the devices are woken, and then the submit waits for the flush. Should the
+a commit) and wakes the devices, handing them the new jobs (ledger/announcement.py);
+then the submit waits for the flush. Should the
 server crash in between, the submit is lost unanswered, and the client's retry (same
 Idempotency-Key) submits it again; nothing durable can have come of it meanwhile, since
 any commit that waits for its flush flushes the WAL before it, the submit's included.
@@ -19,10 +20,10 @@ any commit that waits for its flush flushes the WAL before it, the submit's incl
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -33,11 +34,12 @@ import psycopg
 from http_api import reads
 from http_api.errors import ApiError
 from http_api.views import Json, job_from_history
+from ledger.announcement import announcement
 from ledger.codec import structure
 from ledger.errors import InvalidEvent
 from ledger.events import Event, JobSubmitted, Metadata
 from ledger.sqlfile import load_queries
-from ledger.store import StreamWrite, append_many, flush
+from ledger.store import StreamWrite, append_arguments, execute_appending, flush
 from projections.grouping import Grouping
 
 __all__ = ["MAX_IDEMPOTENCY_KEY", "MAX_SUITE", "SubmitRequest", "Submitted", "parse", "submit"]
@@ -138,71 +140,72 @@ async def submit(
     actor: str,
     idempotency_key: str | None,
     request_id: str | None,
-    announce: Callable[[], None],
 ) -> Submitted:
-    """Append the request's jobs in one transaction, unless it is a retry or a duplicate;
-    once they are committed, *announce* them, and return once they are on disk.
+    """Append and announce the request's jobs, unless it is a retry or a duplicate, and
+    return once they are on disk.
 
-    Both checks are one statement (claim_submission in queries.sql): a submit is four
-    round trips, begin and commit included, and then the wait for the flush.
+    The checks, the append and the announcement to device agents are one statement
+    (migrations/033_submit_jobs.sql), and so one round trip and one transaction; then
+    comes the wait for the flush. *conn* must be in autocommit mode.
     """
     first = request.jobs[0]
     org_id = first.org_id
     submission_id = uuid.uuid4()
     job_ids = [uuid.uuid4() for _ in request.jobs]
-    async with conn.transaction():
-        cursor = await conn.execute(
-            _QUERIES["claim_submission"],
-            {
-                "check_duplicate": request.run_id is None and not request.force,
-                "org_id": org_id,
-                "app_version_id": first.app_version_id,
-                "test_path": first.test_path,
-                "target": first.target.value,
-                "submission_id": submission_id,
-                "idempotency_key": idempotency_key,
-                "request_hash": request.digest,
-                "run_id": request.run_id,
-                "job_ids": job_ids,
-            },
+    metadata = Metadata(
+        org_id=org_id, actor=actor, correlation_id=submission_id, request_id=request_id
+    )
+    writes = [
+        StreamWrite(
+            stream_id=job_id,
+            expected_version=0,
+            events=_submitted_and_grouped(grouping, job_id, job),
+            metadata=metadata,
         )
-        row = await cursor.fetchone()
-        assert row is not None
-        duplicate, claimed, _ = row
-        if not claimed:
-            submitted = await _replay(conn, org_id, idempotency_key, request.digest)
-        elif duplicate is not None:
-            jobs = await reads.jobs(conn, [duplicate], org_id)
-            submitted = Submitted(jobs=jobs, run_id=None, created=False)
-        else:
-            metadata = Metadata(
-                org_id=org_id, actor=actor, correlation_id=submission_id, request_id=request_id
-            )
-            writes = [
-                StreamWrite(
-                    stream_id=job_id,
-                    expected_version=0,
-                    events=_submitted_and_grouped(grouping, job_id, job),
-                    metadata=metadata,
-                )
-                for job_id, job in zip(job_ids, request.jobs, strict=True)
-            ]
-            submitted = await _append(conn, writes, request.run_id)
-    if submitted.created:
-        announce()
+        for job_id, job in zip(job_ids, request.jobs, strict=True)
+    ]
+    cursor = await execute_appending(
+        conn,
+        _QUERIES["submit"],
+        {
+            "check_duplicate": request.run_id is None and not request.force,
+            "org_id": org_id,
+            "app_version_id": first.app_version_id,
+            "test_path": first.test_path,
+            "target": first.target.value,
+            "submission_id": submission_id,
+            "idempotency_key": idempotency_key,
+            "request_hash": request.digest,
+            "run_id": request.run_id,
+            "job_ids": job_ids,
+            **append_arguments(writes),
+            "announcement": announcement(writes),
+        },
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    duplicate, claimed, recorded_at = row
+    if not claimed:
+        submitted = await _replay(conn, org_id, idempotency_key, request.digest)
+    elif duplicate is not None:
+        submitted = Submitted(
+            jobs=await reads.jobs(conn, [duplicate], org_id), run_id=None, created=False
+        )
+    else:
+        submitted = _created(writes, recorded_at, request.run_id)
     # Also for a retry or a duplicate: what it answers with may have been committed by
     # another request a moment ago, and not be on disk yet.
     await flush(conn)
     return submitted
 
 
-async def _append(
-    conn: psycopg.AsyncConnection[Any], writes: list[StreamWrite], run_id: UUID | None
+def _created(
+    writes: list[StreamWrite], recorded_at: list[dt.datetime], run_id: UUID | None
 ) -> Submitted:
-    appended = iter(await append_many(conn, writes))
+    times = iter(recorded_at)
     documents = []
     for write in writes:
-        history = [(event, next(appended).recorded_at) for event in write.events]
+        history = [(event, next(times)) for event in write.events]
         document = job_from_history(write.stream_id, history)
         assert document is not None
         documents.append(document)

@@ -9,6 +9,11 @@ first poke after a quiet spell goes out at once, then at most one per
 ``interval`` while pokes keep coming. A lost notification only delays a reader
 until its poll timer fires; readers always read until they find nothing new.
 
+The exception is a transaction that does not wait for its flush (synchronous_commit
+off): it holds the lock only while its commit record goes into memory. The API's
+submit is one (migrations/033_submit_jobs.sql): it notifies inside its transaction,
+and its notification to device agents carries the jobs (ledger/announcement.py).
+
 Notifications go on channels by who needs them, so that no process is woken by
 commits it has nothing to do with: every process would otherwise wake several times
 per job (for the submit, the claim, the result and each projector batch), and on a
@@ -21,7 +26,7 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -114,6 +119,9 @@ class Listener:
 
     ``await listener.wait(timeout)`` returns True when notified and False when the
     timeout passed first. The connection is re-opened by itself after a failure.
+    *on_notification*, if given, is called with each notification's channel and payload
+    as it arrives, and with each channel and None after a (re)connect: anything may
+    have been committed while the listener was deaf.
     """
 
     def __init__(
@@ -123,9 +131,11 @@ class Listener:
         channels: Sequence[Channel] = (Channel.EVENTS,),
         reconnect_delay: float = 1.0,
         keepalive: float = 30.0,
+        on_notification: Callable[[Channel, str | None], None] | None = None,
     ) -> None:
         self._url = url
         self._channels = channels
+        self._on_notification = on_notification
         self._reconnect_delay = reconnect_delay
         self._keepalive = keepalive
         self._notified = asyncio.Event()
@@ -151,6 +161,12 @@ class Listener:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+    def _heard_on(self, channel: Channel, payload: str | None) -> None:
+        self._heard.add(channel)
+        if self._on_notification is not None:
+            self._on_notification(channel, payload)
+        self._notified.set()
 
     def take_heard(self) -> frozenset[Channel]:
         """The channels notified since the last call (all of them after a reconnect)."""
@@ -190,12 +206,11 @@ class Listener:
                         )
                     self._listening.set()
                     # Wake once on (re)connect: anything committed while deaf is read now.
-                    self._heard.update(self._channels)
-                    self._notified.set()
+                    for channel in self._channels:
+                        self._heard_on(channel, None)
                     while True:
                         async for notify in conn.notifies(timeout=self._keepalive):
-                            self._heard.add(Channel(notify.channel))
-                            self._notified.set()
+                            self._heard_on(Channel(notify.channel), notify.payload)
                         # A quiet spell: make sure the connection is still alive.
                         await conn.execute("select 1")
             except psycopg.Error as error:

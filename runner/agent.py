@@ -66,6 +66,7 @@ class Agent:
         #: The agent's summary of the queue, per target its slots serve.
         self._views: dict[str, QueueView] = {}
         self._lease_lost = asyncio.Event()
+        self._fresh = FreshJobs()
         self._rng = random.Random()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -78,15 +79,19 @@ class Agent:
             notifier = await stack.enter_async_context(
                 Notifier(self.url, delay=_NOTIFY_AFTER_S)
             )
+            fresh = self._fresh
             # Its own claims and results concern the projector only: it does not hear them.
             listener = await stack.enter_async_context(
-                Listener(self.url, channels=(Channel.JOBS, Channel.PROJECTIONS))
+                Listener(
+                    self.url,
+                    channels=(Channel.JOBS, Channel.PROJECTIONS),
+                    on_notification=fresh.heard,
+                )
             )
             wakeup = Wakeup()
             writer = EventWriter(
                 self.url, actor=self.actor, notifier=notifier, on_lost=self._jobs_lost
             )
-            fresh = FreshJobs()
             async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
                 devices = await self._start(conn)
                 await fresh.start(conn)

@@ -30,7 +30,7 @@ from runner.queue_view import UnitKey
 if TYPE_CHECKING:
     from runner.claim import ClaimRequest, SlotIdentity
 
-__all__ = ["Chosen", "assignment", "choose_fresh", "choose_queued"]
+__all__ = ["Chosen", "assignment", "choose_fresh", "choose_fresh_unlimited", "choose_queued"]
 
 #: Claim units tried per claim; more are rarely worth it (their rows are likely stale).
 _UNITS_TRIED = 8
@@ -94,24 +94,40 @@ async def choose_fresh(
     conn: psycopg.AsyncConnection[Any], request: ClaimRequest, fresh: FreshJobs
 ) -> Chosen | None:
     """The best of the fresh jobs for the slot, taken out of *fresh*; None when none is."""
-    slot, view = request.slot, request.view
-    units = fresh.units(slot.target, running=request.running, slot=slot.device_id)
-    for unit in rank_groups(units, installed=request.installed, policy=request.policy)[
-        :_UNITS_TRIED
-    ]:
-        key = _unit_key(unit)
+    view = request.view
+    for unit in _ranked_fresh(request, fresh):
         if unit.org_id in view.limited_orgs and not await _org_has_room(conn, unit.org_id):
             continue
-        size = batch_size(
-            unit,
-            target_slots=view.target_slots,
-            installed=request.installed,
-            policy=request.policy,
-        )
-        request.running[slot.device_id] = key
-        jobs = [_fresh_held(job, request) for job in fresh.take(key, size)]
-        return Chosen(org_id=unit.org_id, unit=key, jobs=jobs)
+        return _take_fresh(request, fresh, unit)
     return None
+
+
+def choose_fresh_unlimited(request: ClaimRequest, fresh: FreshJobs) -> Chosen | None:
+    """The best of the fresh jobs for the slot, taken out of *fresh*, when their org has no
+    parallel limit: then nothing is left to check in the database before the claim."""
+    ranked = _ranked_fresh(request, fresh)
+    if not ranked or ranked[0].org_id in request.view.limited_orgs:
+        return None
+    return _take_fresh(request, fresh, ranked[0])
+
+
+def _ranked_fresh(request: ClaimRequest, fresh: FreshJobs) -> list[QueuedGroup]:
+    slot = request.slot
+    units = fresh.units(slot.target, running=request.running, slot=slot.device_id)
+    return rank_groups(units, installed=request.installed, policy=request.policy)[:_UNITS_TRIED]
+
+
+def _take_fresh(request: ClaimRequest, fresh: FreshJobs, unit: QueuedGroup) -> Chosen:
+    key = _unit_key(unit)
+    size = batch_size(
+        unit,
+        target_slots=request.view.target_slots,
+        installed=request.installed,
+        policy=request.policy,
+    )
+    request.running[request.slot.device_id] = key
+    jobs = [_fresh_held(job, request) for job in fresh.take(key, size)]
+    return Chosen(org_id=unit.org_id, unit=key, jobs=jobs)
 
 
 def _unit_key(unit: QueuedGroup) -> tuple[UUID, str]:

@@ -3,10 +3,10 @@
 In one transaction the slot ends its previous batch's occupancy, chooses the best
 unit of work for itself and that unit's best jobs (runner/choose.py: the org's row is
 locked and its busy slots counted when it has a parallel limit, the jobs' rows locked
-SKIP LOCKED), appends a JobAssigned to each at the version it was chosen at — one
-``append_many``, all or nothing — and records the slot's occupancy. The append is the
-arbiter: if any job moved on meanwhile, the whole claim rolls back and is tried again,
-so exactly one slot owns an attempt.
+SKIP LOCKED), then appends a JobAssigned to each at the version it was chosen at, all or
+nothing, and records the slot's occupancy, in one statement (claim_jobs). The append is
+the arbiter: if any job moved on meanwhile, the whole claim rolls back and is tried
+again, so exactly one slot owns an attempt.
 
 The claim's commit does not wait for its WAL flush: the device starts the batch about a
 millisecond sooner, and durability comes with the batch's first append (JobStarted),
@@ -17,7 +17,10 @@ so the job is dropped here and claimed anew, still by exactly one slot.
 
 An idle slot is offered the jobs grouped since the agent last read the ledger
 (runner/fresh.py) first, before the projector has put them in the jobs table: a slot
-that found the table empty a moment ago has nothing older to prefer.
+that found the table empty a moment ago has nothing older to prefer. When the best of
+them belong to an org without a parallel limit, there is nothing to choose in the
+database, and the claim is that one statement alone: one round trip from idle to
+assigned.
 """
 
 from __future__ import annotations
@@ -33,9 +36,9 @@ from psycopg import errors as pg_errors
 
 from ledger.errors import ConcurrencyConflict, QgjobError
 from ledger.events import Metadata
-from ledger.store import StreamWrite, append_many
+from ledger.store import StreamWrite, append_arguments, execute_appending
 from runner._sql import QUERIES
-from runner.choose import Chosen, assignment, choose_fresh, choose_queued
+from runner.choose import Chosen, assignment, choose_fresh, choose_fresh_unlimited, choose_queued
 from runner.fresh import FreshJobs
 from runner.jobs import HeldJob
 from runner.policy import ClaimPolicy
@@ -100,6 +103,10 @@ async def claim_batch(
     )
     for _ in range(_RETRIES):
         try:
+            if fresh_first and fresh is not None:
+                chosen = choose_fresh_unlimited(request, fresh)
+                if chosen is not None:
+                    return await _assign(conn, slot, chosen)
             async with conn.transaction():
                 claim = await _claim(conn, request, fresh, fresh_first=fresh_first)
             if claim is None:
@@ -158,7 +165,8 @@ async def _claim(
 
 
 async def _assign(conn: psycopg.AsyncConnection[Any], slot: SlotIdentity, chosen: Chosen) -> Claim:
-    """Append the jobs' JobAssigned, all or nothing, and record the slot's occupancy."""
+    """Append the jobs' JobAssigned, all or nothing, and record the slot's occupancy: one
+    statement (claim_jobs, migrations/021_claim_jobs.sql). Raises LeaseLost."""
     (group_id, app_version_id), org_id, jobs = chosen.unit, chosen.org_id, chosen.jobs
     writes = [
         StreamWrite(
@@ -169,19 +177,22 @@ async def _assign(conn: psycopg.AsyncConnection[Any], slot: SlotIdentity, chosen
         )
         for job in jobs
     ]
-    await append_many(conn, writes)
-    await conn.execute(
-        QUERIES["occupy"],
+    cursor = await execute_appending(
+        conn,
+        QUERIES["claim_jobs"],
         {
             "device_id": slot.device_id,
             "agent_id": slot.agent_id,
-            "org_id": org_id,
             "target": slot.target,
+            "org_id": org_id,
             "group_id": group_id,
             "app_version_id": app_version_id,
-            "job_ids": [job.job_id for job in jobs],
+            **append_arguments(writes),
         },
     )
+    row = await cursor.fetchone()
+    if row is None or not row[0]:
+        raise LeaseLost()
     for job in jobs:
         job.version += 1
     return Claim(group_id=group_id, app_version_id=app_version_id, org_id=org_id, jobs=tuple(jobs))

@@ -1,13 +1,14 @@
-"""Jobs grouped since the agent last looked, read straight from the ledger.
+"""Jobs grouped a moment ago, announced by their submit or read straight from the ledger.
 
 The jobs table (runner/queue_view.py) is where slots find work, and the guarantee:
 every runnable job reaches it. But it is a hop behind the ledger: a job submitted now
 is there only once the projector has read and applied it, which at idle is most of
 the time from submit to start. An idle slot need not wait for that. The API groups a
 job as it submits it, so the job's JobGrouped is in the ledger when the submit
-commits; the agent reads the ledger's new events itself, in commit-safe order like
-any reader (ledger/store.sql, read_after), and offers its idle slots the jobs grouped
-since it last looked.
+commits, and the submit's notification carries the job (ledger/announcement.py). When
+a notification carries no jobs (or the agent reconnected), the agent reads the
+ledger's new events itself, in commit-safe order like any reader (ledger/store.sql,
+read_after). Either way its idle slots are offered the jobs grouped since.
 
 A fresh job is only a candidate, taken out of here when a claim goes for it. The
 claim appends its JobAssigned at the version the JobGrouped left, so a job that moved
@@ -19,6 +20,7 @@ attempts are fresh: retries and hand-backs come through the jobs table.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -28,14 +30,19 @@ from uuid import UUID
 import attrs
 import psycopg
 
+from ledger.announcement import GroupedJob, announced_jobs
 from ledger.codec import structure
+from ledger.errors import InvalidEvent
 from ledger.events import JobSubmitted
 from ledger.store import Checkpoint, head
+from ledger.wakeup import Channel
 from runner._sql import QUERIES
 from runner.policy import QueuedGroup
 from runner.queue_view import UnitKey, running_elsewhere
 
 __all__ = ["FreshJob", "FreshJobs"]
+
+_log = logging.getLogger(__name__)
 
 #: After this long a job is in the jobs table, and ranked with everything else there.
 _FRESH_FOR_S = 2.0
@@ -45,13 +52,8 @@ _READ_LIMIT = 500
 
 
 @attrs.frozen(kw_only=True)
-class FreshJob:
-    job_id: UUID
-    #: The stream's version after its JobGrouped: what the claim's append expects.
-    version: int
-    group_id: UUID
-    submitted: JobSubmitted
-    #: When the agent read it (monotonic clock).
+class FreshJob(GroupedJob):
+    #: When the agent heard of it (monotonic clock).
     seen_at: float
 
     @property
@@ -65,19 +67,36 @@ class FreshJobs:
     def __init__(self) -> None:
         self._checkpoint = Checkpoint()
         self._jobs: dict[UUID, FreshJob] = {}
-        #: The wake-up generation (runner/wake.py) of the last look: one look per wake.
-        self._looked_at: int | None = None
+        #: Set by a notification that did not say which jobs it was about.
+        self.look_wanted = False
         self._looking = asyncio.Lock()
 
     async def start(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Begin at the ledger's head: what came before is for the jobs table."""
         self._checkpoint = await head(conn)
 
-    async def look(self, conn: psycopg.AsyncConnection[Any], generation: int) -> None:
-        """Read what was grouped since the last look, unless that look was this wake's."""
+    def heard(self, channel: Channel, payload: str | None) -> None:
+        """Take the jobs a JOBS notification announces; one that announces none (or a
+        reconnect, *payload* None) sends the next look to the ledger."""
+        if channel is not Channel.JOBS:
+            return
+        try:
+            jobs = announced_jobs(payload) if payload else []
+        except InvalidEvent as error:
+            _log.warning("ignoring a notification on %s: %s", channel.value, error)
+            jobs = []
+        if not jobs:
+            self.look_wanted = True
+        now = time.monotonic()
+        self._forget_stale(now)
+        for job in jobs:
+            self._jobs[job.job_id] = FreshJob(**attrs.asdict(job, recurse=False), seen_at=now)
+
+    async def look(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Read what was grouped since the last read, if a notification asked for it."""
         async with self._looking:
-            if self._looked_at != generation:
-                self._looked_at = generation
+            if self.look_wanted:
+                self.look_wanted = False
                 await self._read(conn)
 
     async def _read(self, conn: psycopg.AsyncConnection[Any]) -> None:
@@ -91,9 +110,7 @@ class FreshJobs:
         )
         rows = await cursor.fetchall()
         now = time.monotonic()
-        self._jobs = {
-            job_id: job for job_id, job in self._jobs.items() if now - job.seen_at < _FRESH_FOR_S
-        }
+        self._forget_stale(now)
         if len(rows) == _READ_LIMIT:
             self._checkpoint = await head(conn)
             return
@@ -108,6 +125,11 @@ class FreshJobs:
                 submitted=structure(submitted, JobSubmitted),
                 seen_at=now,
             )
+
+    def _forget_stale(self, now: float) -> None:
+        self._jobs = {
+            job_id: job for job_id, job in self._jobs.items() if now - job.seen_at < _FRESH_FOR_S
+        }
 
     def any_for(self, target: str) -> bool:
         return any(job.submitted.target.value == target for job in self._jobs.values())

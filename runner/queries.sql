@@ -68,10 +68,19 @@ order by j.priority + %(ageing_per_s)s * extract(epoch from now() - j.submitted_
 limit %(limit)s
 for update of j skip locked;
 
--- name: occupy
-insert into slot_occupancy (device_id, agent_id, org_id, target, group_id, app_version_id, job_ids)
-values (%(device_id)s, %(agent_id)s, %(org_id)s, %(target)s, %(group_id)s, %(app_version_id)s,
-        %(job_ids)s);
+-- name: claim_jobs
+-- migrations/021_claim_jobs.sql
+select claim_jobs(
+    slot_device => %(device_id)s,
+    slot_agent => %(agent_id)s,
+    slot_target => %(target)s,
+    unit_org => %(org_id)s,
+    unit_group => %(group_id)s,
+    unit_app_version => %(app_version_id)s,
+    streams => %(streams)b::uuid[], expected_versions => %(expected_versions)b::integer[],
+    offsets => %(offsets)b::integer[], event_types => %(event_types)b::text[],
+    event_data => %(event_data)b::jsonb[], event_metadata => %(event_metadata)b::jsonb[]
+);
 
 -- name: release_slot
 delete from slot_occupancy where device_id = %(device_id)s and agent_id = %(agent_id)s;
@@ -162,12 +171,15 @@ limit 1;
 
 -- name: fresh_events
 -- The ledger's events after a checkpoint, in commit-safe order (the rule of read_after in
--- ledger/store.sql), each JobGrouped with its job's submit; runner/fresh.py keeps those
--- and reads past the rest. The submit is looked up per event, by a subquery: as a join,
--- the planner would hash every submit in the ledger for the few events read here.
+-- ledger/store.sql), each JobGrouped of a job that has not moved on since with its job's
+-- submit; runner/fresh.py keeps those and reads past the rest. The submit is looked up
+-- per event, by a subquery: as a join, the planner would hash every submit in the ledger
+-- for the few events read here.
 select e.txid::text::bigint, e.position, e.stream_id, e.version, e.data ->> 'group_id',
-       case when e.type = 'JobGrouped' then
-           (select s.data from events s where s.stream_id = e.stream_id and s.version = 1)
+       case when e.type = 'JobGrouped'
+                 and not exists (select from events later
+                                 where later.stream_id = e.stream_id and later.version > e.version)
+       then (select s.data from events s where s.stream_id = e.stream_id and s.version = 1)
        end
 from events e
 where (e.txid, e.position) > (%(txid)s::text::xid8, %(position)s)

@@ -175,7 +175,7 @@ class Slot:
         generation = services.wakeup.generation
 
         async def claim() -> Claim | None:
-            await fresh.look(conn, generation)
+            await fresh.look(conn)
             if not fresh.any_for(self.identity.target) and not await view.any_queued(conn):
                 # Nothing to take, so no claim's transaction; the last batch's occupancy
                 # (an idle slot's ended already) ends here instead.

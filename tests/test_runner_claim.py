@@ -12,12 +12,22 @@ from uuid import UUID
 import psycopg
 import pytest
 
+from ledger.announcement import announcement
 from ledger.decisions import JobStatus, fold
-from ledger.events import JobAssigned, JobCancelled, JobRetryScheduled, JobSubmitted, Target
-from ledger.store import append, read_stream
+from ledger.events import (
+    JobAssigned,
+    JobCancelled,
+    JobGrouped,
+    JobRetryScheduled,
+    JobSubmitted,
+    Target,
+)
+from ledger.store import StreamWrite, append, append_many, read_stream
+from ledger.wakeup import Channel
 from projections.projector import Projector
 from runner._sql import QUERIES
 from runner.claim import Claim, LeaseLost, SlotIdentity, claim_batch
+from runner.fresh import FreshJobs
 from runner.policy import ClaimPolicy
 from runner.queue_view import QueueView, UnitKey
 from runner.rescue import hand_back_unknown
@@ -27,6 +37,7 @@ from tests.support.runner import submit
 pytestmark = pytest.mark.anyio
 
 POLICY = ClaimPolicy()
+GROUP = uuid.uuid4()
 
 
 def jobs(n: int, *, org_id: str = "acme", apps: int = 1) -> list[JobSubmitted]:
@@ -67,7 +78,8 @@ class Slots:
                 {"device_id": slot.device_id, "agent_id": self.agent_id, "target": "emulator"},
             )
 
-    async def claim(self, index: int) -> Claim | None:
+    async def claim(self, index: int, *, fresh: FreshJobs | None = None) -> Claim | None:
+        """Claim for slot *index*; with *fresh*, as an idle slot would (fresh jobs first)."""
         self.running.pop(self.ids[index].device_id, None)
         return await claim_batch(
             self.conns[index],
@@ -77,6 +89,8 @@ class Slots:
             installed=[],
             policy=POLICY,
             default_timeout_s=60,
+            fresh=fresh,
+            fresh_first=fresh is not None,
         )
 
 
@@ -88,6 +102,34 @@ async def slots(db_url: str) -> AsyncIterator[Slots]:
     yield agent
     for conn in conns:
         await conn.close()
+
+
+async def announce(url: str, new_jobs: list[JobSubmitted]) -> tuple[list[UUID], str]:
+    """Submit and group the jobs as the API does; return them and their announcement."""
+    writes = [
+        StreamWrite(
+            stream_id=uuid.uuid4(),
+            expected_version=0,
+            events=[job, JobGrouped(group_id=GROUP, strategy="test", group_key="k")],
+            metadata=metadata(),
+        )
+        for job in new_jobs
+    ]
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await append_many(conn, writes)
+    return [write.stream_id for write in writes], announcement(writes)
+
+
+def heard(payload: str) -> FreshJobs:
+    """The fresh jobs of an agent that heard *payload*."""
+    fresh = FreshJobs()
+    fresh.heard(Channel.JOBS, payload)
+    return fresh
+
+
+async def event_types(url: str, job_ids: list[UUID]) -> list[list[str]]:
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        return [[r.type for r in await read_stream(conn, job_id)] for job_id in job_ids]
 
 
 async def project(url: str, new_jobs: list[JobSubmitted]) -> list[UUID]:
@@ -155,6 +197,31 @@ async def test_an_agent_whose_lease_lapsed_cannot_claim(db_url: str, slots: Slot
 
     with pytest.raises(LeaseLost):
         await slots.claim(0)
+
+
+async def test_an_agent_whose_lease_lapsed_cannot_claim_a_fresh_job(
+    db_url: str, slots: Slots
+) -> None:
+    job_ids, payload = await announce(db_url, jobs(3))
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        await conn.execute("update agent_leases set expires_at = now()")
+
+    with pytest.raises(LeaseLost):
+        await slots.claim(0, fresh=heard(payload))
+    assert await event_types(db_url, job_ids) == [["JobSubmitted", "JobGrouped"]] * 3
+
+
+async def test_fresh_jobs_announced_to_two_agents_are_assigned_once(
+    db_url: str, slots: Slots
+) -> None:
+    job_ids, payload = await announce(db_url, jobs(2))
+
+    first = await slots.claim(0, fresh=heard(payload))
+    second = await slots.claim(1, fresh=heard(payload))
+
+    assert first is not None and {job.job_id for job in first.jobs} == set(job_ids)
+    assert second is None
+    assert await event_types(db_url, job_ids) == [["JobSubmitted", "JobGrouped", "JobAssigned"]] * 2
 
 
 async def test_a_claim_takes_a_chunk_of_the_best_jobs_of_one_group(

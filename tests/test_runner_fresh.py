@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from uuid import UUID
@@ -11,8 +12,12 @@ from uuid import UUID
 import psycopg
 import pytest
 
+from ledger.events import JobGrouped, JobSubmitted, Target
+from ledger.store import StreamWrite, append_many
+from ledger.wakeup import Channel
 from runner.agent import Agent
 from tests.support.api import api_client, job_body
+from tests.support.factories import metadata
 from tests.support.runner import (
     PASSED_AT_ONCE,
     agent_config,
@@ -62,6 +67,45 @@ async def test_an_idle_agent_runs_a_submitted_job_that_no_projector_has_seen(
     (stream,) = (await histories(db_url, [job_id])).values()
     assert [recorded.type for recorded in stream] == PASSED_AT_ONCE
     assert await _projected_jobs(db_url) == 0, "a projector ran after all"
+
+
+async def test_a_suite_too_large_to_announce_is_read_from_the_ledger_and_run(
+    db_url: str,
+) -> None:
+    """A submit's notification carries its jobs only while they fit in one (8 kB); past
+    that the agent is told to look, and reads them from the ledger itself."""
+    suite = {key: value for key, value in job_body(target="emulator").items() if key != "test_path"}
+    suite["tests"] = [f"tests/checkout/step-{n:03d}.spec.js" for n in range(60)]
+    async with agent_alone(db_url), api_client(db_url) as client:
+        response = await client.post("/jobs", json=suite)
+        job_ids = [UUID(job["job_id"]) for job in response.json()["jobs"]]
+        await wait_all_ended(db_url, job_ids)
+    streams = await histories(db_url, job_ids)
+    assert {tuple(recorded.type for recorded in stream) for stream in streams.values()} == {
+        tuple(PASSED_AT_ONCE)
+    }
+    assert await _projected_jobs(db_url) == 0, "a projector ran after all"
+
+
+async def test_a_notification_that_is_no_announcement_sends_the_agent_to_the_ledger(
+    db_url: str,
+) -> None:
+    job = JobSubmitted(
+        org_id="acme", app_version_id="app-1", test_path="t.spec.js", target=Target.EMULATOR
+    )
+    write = StreamWrite(
+        stream_id=uuid.uuid4(),
+        expected_version=0,
+        events=[job, JobGrouped(group_id=uuid.uuid4(), strategy="test", group_key="k")],
+        metadata=metadata(),
+    )
+    async with agent_alone(db_url):
+        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+            await append_many(conn, [write])
+            await conn.execute("select pg_notify(%s, 'not an announcement')", (Channel.JOBS.value,))
+        await wait_all_ended(db_url, [write.stream_id])
+    (stream,) = (await histories(db_url, [write.stream_id])).values()
+    assert [recorded.type for recorded in stream] == PASSED_AT_ONCE
 
 
 async def test_a_job_for_another_target_is_not_taken_fresh(db_url: str) -> None:
