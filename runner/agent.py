@@ -228,12 +228,15 @@ class Agent:
 
         await self._every(_CANCEL_CHECK_GAP_S, check)
 
-    def _heard(self, channels: frozenset[Channel]) -> None:
+    def _heard(self, channels: frozenset[Channel]) -> bool:
+        """Take in what the notifications since the last wake-up said; False when all
+        they did was announce jobs (runner/wake.py)."""
         # The jobs table moved on: the agent's summaries of it are out of date. (Jobs
         # just submitted need no new summary: they are fresh, runner/fresh.py.)
         if Channel.PROJECTIONS in channels:
             for view in self._views.values():
                 view.invalidate()
+        return channels != {Channel.JOBS} or self._fresh.look_wanted
 
     def _jobs_lost(self, job_ids: Sequence[UUID]) -> None:
         for slot in self.slots:

@@ -91,6 +91,8 @@ class Slot:
         self._actor = f"runner:{services.agent_id}"
         self._batch: BatchRun | None = None
         self._stopping: str | None = None
+        #: The wake-up generation at which the slot last tried to claim.
+        self._tried_at = 0
 
     def held(self) -> list[HeldJob]:
         """The jobs of the current batch that have not ended yet."""
@@ -168,7 +170,9 @@ class Slot:
 
         Idle slots of a target take turns, and one that was notified skips its claim when
         a sibling found nothing after the same notification: a notification wakes every
-        idle slot, and without this each would run a claim for what one finds.
+        idle slot, and without this each would run a claim for what one finds. It skips it
+        too when all it heard of since it last tried were jobs announced by their submit,
+        and none of them is left for its target.
         """
         services, config = self._services, self._services.config
         view, fresh = services.views[self.identity.target], services.fresh
@@ -194,10 +198,14 @@ class Slot:
                 default_timeout_s=config.default_timeout_s,
             )
 
+        tried_at, self._tried_at = self._tried_at, generation
         if not idle:
             return await claim()
         async with view.idle_claims:
             if notified and view.found_nothing_at == generation:
+                return None
+            no_news = services.wakeup.news_at <= tried_at
+            if notified and no_news and not fresh.any_for(self.identity.target):
                 return None
             claimed = await claim()
             if claimed is None:

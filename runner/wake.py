@@ -3,8 +3,7 @@
 The agent listens once (ledger.wakeup.Listener) and fires a Wakeup on each
 notification; waiters return on the next fire or when their own poll timeout passes.
 Each fire starts a new generation, so that work worth doing once per notification
-(a look at the ledger, a look at the queue that found nothing) is done once, not by
-every waiter it woke.
+(a look at the queue that found nothing) is done once, not by every waiter it woke.
 """
 
 from __future__ import annotations
@@ -23,10 +22,15 @@ class Wakeup:
         self._event = asyncio.Event()
         #: How many times it fired.
         self.generation = 0
+        #: The generation of the last fire that was news to every waiter.
+        self.news_at = 0
 
-    def fire(self) -> None:
-        """Wake everyone waiting now."""
+    def fire(self, *, news: bool = True) -> None:
+        """Wake everyone waiting now. Not *news*: the fire only brought jobs announced
+        by their submit (runner/fresh.py), which an idle slot finds there or not at all."""
         self.generation += 1
+        if news:
+            self.news_at = self.generation
         self._event.set()
         self._event = asyncio.Event()
 
@@ -42,11 +46,10 @@ class Wakeup:
 
 
 async def pump(
-    listener: Listener, wakeup: Wakeup, heard: Callable[[frozenset[Channel]], None]
+    listener: Listener, wakeup: Wakeup, heard: Callable[[frozenset[Channel]], bool]
 ) -> None:
-    """Fire *wakeup* on every notification, after telling *heard* its channels; until
-    cancelled."""
+    """Fire *wakeup* on every notification, after telling *heard* its channels (which
+    says whether they are news, as Wakeup.fire means it); until cancelled."""
     while True:
         if await listener.wait(60.0):
-            heard(listener.take_heard())
-            wakeup.fire()
+            wakeup.fire(news=heard(listener.take_heard()))
