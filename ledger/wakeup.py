@@ -45,12 +45,16 @@ class Channel(enum.StrEnum):
     EVENTS = "qgjob_events"
     #: Jobs were submitted or cancelled: for device agents.
     JOBS = "qgjob_jobs"
-    #: The projections moved on: for device agents (retries) and the API's waiters.
+    #: The projections moved on: for the API's waiters.
     PROJECTIONS = "qgjob_projections"
+    #: The projections moved on and left jobs waiting for a device (retries, hand-backs,
+    #: jobs the projector grouped): for device agents.
+    QUEUE = "qgjob_queue"
 
 
 class Notifier:
-    """Coalesces "new events committed" pokes into few NOTIFYs on its *channels*."""
+    """Coalesces "new events committed" pokes into few NOTIFYs on its *channels*: each
+    NOTIFY goes to the channels poked since the last one."""
 
     def __init__(
         self,
@@ -61,25 +65,32 @@ class Notifier:
         delay: float = 0.0,
     ) -> None:
         self._url = url
-        self._channels = [channel.value for channel in channels]
+        self._channels = tuple(channels)
         self._interval = interval
         #: How long the first poke waits, gathering those that follow, before it goes out.
         self._delay = delay
         self._wanted = asyncio.Event()
+        #: The channels poked since the last NOTIFY.
+        self._poked: set[Channel] = set()
         self._task: asyncio.Task[None] | None = None
         self._conn: psycopg.AsyncConnection[Any] | None = None
 
-    def poke(self) -> None:
-        """Say that events were committed; returns at once."""
+    def poke(self, *channels: Channel) -> None:
+        """Say that events were committed, to *channels* (by default all the notifier's
+        channels); returns at once."""
+        self._poked.update(channels or self._channels)
         self._wanted.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._send_loop(), name="qgjob-notifier")
 
     async def aclose(self) -> None:
+        """Send what was poked and not sent yet, and close."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._poked:
+            await self._notify(self._poked)
         if self._conn is not None:
             await self._conn.close()
 
@@ -97,16 +108,21 @@ class Notifier:
             if self._delay:
                 await asyncio.sleep(self._delay)
             self._wanted.clear()
-            await self._notify()
+            channels, self._poked = self._poked, set()
+            try:
+                await self._notify(channels)
+            except asyncio.CancelledError:
+                self._poked |= channels  # aclose() sends them
+                raise
             await asyncio.sleep(self._interval)
 
-    async def _notify(self) -> None:
+    async def _notify(self, channels: set[Channel]) -> None:
         try:
             if self._conn is None or self._conn.closed:
                 self._conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
             await self._conn.execute(
                 "select pg_notify(channel, '') from unnest(%s::text[]) as channel",
-                (self._channels,),
+                ([channel.value for channel in sorted(channels)],),
             )
         except psycopg.Error as error:
             # Readers poll anyway; a missed wake-up costs latency, never events.
@@ -139,8 +155,6 @@ class Listener:
         self._reconnect_delay = reconnect_delay
         self._keepalive = keepalive
         self._notified = asyncio.Event()
-        #: The channels notified since take_heard() was last called.
-        self._heard: set[Channel] = set()
         self._task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
         #: The live connection, exposed so tests can kill it.
@@ -163,15 +177,9 @@ class Listener:
                 await self._task
 
     def _heard_on(self, channel: Channel, payload: str | None) -> None:
-        self._heard.add(channel)
         if self._on_notification is not None:
             self._on_notification(channel, payload)
         self._notified.set()
-
-    def take_heard(self) -> frozenset[Channel]:
-        """The channels notified since the last call (all of them after a reconnect)."""
-        heard, self._heard = frozenset(self._heard), set()
-        return heard
 
     def clear(self) -> None:
         """Forget the notifications received so far: the caller is about to read past

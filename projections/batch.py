@@ -79,13 +79,14 @@ class BatchApplier:
         ahead: psycopg.AsyncConnection[Any],
         *,
         stop: asyncio.Event | None = None,
-        committed: Callable[[], None] | None = None,
+        committed: Callable[[bool], None] | None = None,
         pace_s: float = 0.0,
     ) -> int:
         """Apply batches until none is left or *stop* is set; return the events read past.
 
         *conn* writes and *ahead* reads, both autocommit connections (see ``connect``).
-        *committed* is called after each batch commits. After a batch that was not full
+        *committed* is called after each batch commits, with whether it left more jobs
+        waiting for a device than before. After a batch that was not full
         (the reader has caught up), *pace_s* passes before the next read: while events
         keep trickling in, they then come in batches of that many seconds' worth, not
         in a transaction each.
@@ -112,7 +113,7 @@ class BatchApplier:
         ahead: psycopg.AsyncConnection[Any],
         start: Checkpoint,
         stop: asyncio.Event | None,
-        committed: Callable[[], None] | None,
+        committed: Callable[[bool], None] | None,
         pace_s: float,
     ) -> None:
         if start != self._remembered_at:
@@ -193,7 +194,7 @@ class BatchApplier:
         fold: Fold,
         next_fold: Fold | None,
         checkpoint: Checkpoint,
-        committed: Callable[[], None] | None,
+        committed: Callable[[bool], None] | None,
     ) -> None:
         """Note that *fold*'s batch committed; *next_fold* is the one folded after it.
 
@@ -212,7 +213,7 @@ class BatchApplier:
         if next_fold is None:
             self._remembered_at = checkpoint
         if committed is not None:
-            committed()
+            committed(fold.left_waiting)
 
     # ---- rows -----------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +39,19 @@ __all__ = ["Projector"]
 
 _log = logging.getLogger(__name__)
 _QUERIES = load_queries(Path(__file__).with_name("projector.sql"))
-#: What a committed batch says. The JobGrouped events a batch appends are for jobs that
-#: came ungrouped; the batch applies them itself, and devices hear of them as a move.
+#: What a committed batch says: the projections moved on, and when it left jobs waiting
+#: for a device, that there is work for devices. The JobGrouped events a batch appends
+#: are for jobs that came ungrouped; the batch applies them itself, and devices hear of
+#: them that way. A batch that only saw jobs come and go wakes no device.
 _MOVED = (Channel.PROJECTIONS,)
+_CHANNELS = (*_MOVED, Channel.QUEUE)
+
+
+def _announcer(notifier: Notifier) -> Callable[[bool], None]:
+    def committed(left_waiting: bool) -> None:
+        notifier.poke(*(_CHANNELS if left_waiting else _MOVED))
+
+    return committed
 
 
 class Projector:
@@ -80,9 +91,9 @@ class Projector:
         async with (
             await connect(self.url) as conn,
             await connect(self.url) as ahead,
-            Notifier(self.url, channels=_MOVED) as notifier,
+            Notifier(self.url, channels=_CHANNELS) as notifier,
         ):
-            return await self._batches.apply_all(conn, ahead, committed=notifier.poke)
+            return await self._batches.apply_all(conn, ahead, committed=_announcer(notifier))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Project until *stop* is set; the batch in hand is finished first."""
@@ -103,7 +114,7 @@ class Projector:
                 self._active = True
                 async with (
                     Listener(self.url, reconnect_delay=self._retry_delay) as listener,
-                    Notifier(self.url, channels=_MOVED) as notifier,
+                    Notifier(self.url, channels=_CHANNELS) as notifier,
                     await connect(self.url) as conn,
                     await connect(self.url) as ahead,
                 ):
@@ -112,7 +123,11 @@ class Projector:
                         # now: this raises, and the loop goes back to waiting for it.
                         await lock.execute(_QUERIES["alive"])
                         await self._batches.apply_all(
-                            conn, ahead, stop=stop, committed=notifier.poke, pace_s=self.coalesce_s
+                            conn,
+                            ahead,
+                            stop=stop,
+                            committed=_announcer(notifier),
+                            pace_s=self.coalesce_s,
                         )
                         await _woken(listener, stop, self.poll_interval)
                         await _sleep(stop, self.coalesce_s)

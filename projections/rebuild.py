@@ -70,7 +70,7 @@ async def rebuild(
             replayed = await BatchApplier(name, strategy, batch_size).apply_all(conn, ahead)
         await _swap(admin, name, shadow, live)
         await admin.execute(sql.SQL("drop schema {} cascade").format(sql.Identifier(shadow)))
-    async with Notifier(url, channels=(Channel.PROJECTIONS,)) as notifier:
+    async with Notifier(url, channels=(Channel.PROJECTIONS, Channel.QUEUE)) as notifier:
         notifier.poke()
     _log.info("rebuilt projection %s from %d events", name, replayed)
     return replayed

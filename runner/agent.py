@@ -36,7 +36,7 @@ from runner.queue_view import QueueView
 from runner.rescue import rescue_lapsed_agents
 from runner.slot import Slot, SlotServices
 from runner.timeouts import time_out_queued_jobs
-from runner.wake import Wakeup, pump
+from runner.wake import Wakeup
 from runner.writer import EventWriter
 
 __all__ = ["Agent", "run_agent"]
@@ -67,6 +67,7 @@ class Agent:
         self._views: dict[str, QueueView] = {}
         self._lease_lost = asyncio.Event()
         self._fresh = FreshJobs()
+        self._wakeup = Wakeup()
         self._rng = random.Random()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -79,16 +80,15 @@ class Agent:
             notifier = await stack.enter_async_context(
                 Notifier(self.url, delay=_NOTIFY_AFTER_S)
             )
-            fresh = self._fresh
+            fresh, wakeup = self._fresh, self._wakeup
             # Its own claims and results concern the projector only: it does not hear them.
-            listener = await stack.enter_async_context(
+            await stack.enter_async_context(
                 Listener(
                     self.url,
-                    channels=(Channel.JOBS, Channel.PROJECTIONS),
-                    on_notification=fresh.heard,
+                    channels=(Channel.JOBS, Channel.QUEUE),
+                    on_notification=self._notified,
                 )
             )
-            wakeup = Wakeup()
             writer = EventWriter(
                 self.url, actor=self.actor, notifier=notifier, on_lost=self._jobs_lost
             )
@@ -118,7 +118,6 @@ class Agent:
             async with asyncio.TaskGroup() as group:
                 background = [
                     group.create_task(writer.run()),
-                    group.create_task(pump(listener, wakeup, self._heard)),
                     group.create_task(self._every(config.lease_ttl_s / 3, self._renew)),
                     group.create_task(self._every(config.maintenance_interval_s, self._maintain)),
                     group.create_task(self._watch_cancels(wakeup)),
@@ -228,15 +227,16 @@ class Agent:
 
         await self._every(_CANCEL_CHECK_GAP_S, check)
 
-    def _heard(self, channels: frozenset[Channel]) -> bool:
-        """Take in what the notifications since the last wake-up said; False when all
-        they did was announce jobs (runner/wake.py)."""
-        # The jobs table moved on: the agent's summaries of it are out of date. (Jobs
-        # just submitted need no new summary: they are fresh, runner/fresh.py.)
-        if Channel.PROJECTIONS in channels:
+    def _notified(self, channel: Channel, payload: str | None) -> None:
+        """Take in a notification (None: the listener reconnected) and wake the slots,
+        saying whether it was news beyond jobs announced by their submit (runner/wake.py)."""
+        self._fresh.heard(channel, payload)
+        if channel is Channel.QUEUE:
+            # Jobs wait in the jobs table: the agent's summaries of it are out of date. (Jobs
+            # just submitted need no new summary: they are fresh, runner/fresh.py.)
             for view in self._views.values():
                 view.invalidate()
-        return channels != {Channel.JOBS} or self._fresh.look_wanted
+        self._wakeup.fire(news=channel is not Channel.JOBS or self._fresh.look_wanted)
 
     def _jobs_lost(self, job_ids: Sequence[UUID]) -> None:
         for slot in self.slots:

@@ -1,8 +1,8 @@
 """One wake-up call for many waiters: every idle slot and watcher of an agent.
 
-The agent listens once (ledger.wakeup.Listener) and fires a Wakeup on each
-notification; waiters return on the next fire or when their own poll timeout passes.
-Each fire starts a new generation, so that work worth doing once per notification
+The agent listens once (ledger.wakeup.Listener) and fires a Wakeup as each
+notification arrives; waiters return on the next fire or when their own poll timeout
+passes. Each fire starts a new generation, so that work worth doing once per notification
 (a look at the queue that found nothing) is done once, not by every waiter it woke.
 """
 
@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
 
-from ledger.wakeup import Channel, Listener
-
-__all__ = ["Wakeup", "pump"]
+__all__ = ["Wakeup"]
 
 
 class Wakeup:
@@ -43,13 +40,3 @@ class Wakeup:
             async with asyncio.timeout(timeout):
                 await event.wait()
         return event.is_set()
-
-
-async def pump(
-    listener: Listener, wakeup: Wakeup, heard: Callable[[frozenset[Channel]], bool]
-) -> None:
-    """Fire *wakeup* on every notification, after telling *heard* its channels (which
-    says whether they are news, as Wakeup.fire means it); until cancelled."""
-    while True:
-        if await listener.wait(60.0):
-            wakeup.fire(news=heard(listener.take_heard()))

@@ -28,11 +28,13 @@ from ledger.events import (
     TimeoutKind,
 )
 from ledger.store import read_stream
+from ledger.wakeup import Channel, Listener
 from projections import Projector, group_id, rebuild, resolve
 from projections.batch import BatchApplier, connect
 from projections.rows import DEVICE_COLUMNS, JOB_COLUMNS
 from tests.support.factories import submitted
 from tests.support.projector import connected, fetch, later, record, snapshot, types
+from tests.support.waiting import async_wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -155,6 +157,47 @@ async def test_a_failure_followed_by_a_retry_leaves_the_job_retrying_then_flaky_
             True,
             None,
         )
+
+
+async def test_a_batch_wakes_devices_only_when_it_leaves_jobs_waiting(db_url: str) -> None:
+    """Every batch tells the API's waiters; devices hear only of jobs left to claim."""
+    heard: list[list[Channel]] = []
+
+    def note(channel: Channel, payload: str | None) -> None:
+        if payload is not None:  # not the listener's own (re)connect
+            heard[-1].append(channel)
+
+    async def batch_heard(projector: Projector) -> list[Channel]:
+        heard.append([])
+        await projector.catch_up()
+
+        async def told() -> bool:
+            return Channel.PROJECTIONS in heard[-1]
+
+        await async_wait_until(told, what="the batch's notification")
+        return sorted(heard[-1])
+
+    job, device = uuid.uuid4(), uuid.uuid4()
+    projector = Projector(db_url)
+    async with (
+        Listener(db_url, channels=(Channel.PROJECTIONS, Channel.QUEUE), on_notification=note),
+        connected(db_url) as conn,
+    ):
+        await record(conn, job, submitted(max_attempts=2))
+        # Submitted ungrouped: the batch groups it, and it waits.
+        assert await batch_heard(projector) == [Channel.PROJECTIONS, Channel.QUEUE]
+
+        await record(conn, job, JobAssigned(attempt=1, device_id=device, agent_id="a"))
+        await record(conn, job, JobStarted(attempt=1))
+        assert await batch_heard(projector) == [Channel.PROJECTIONS]
+
+        await record(
+            conn,
+            job,
+            JobFailed(attempt=1, kind=FailureKind.TEST, reason="assertion failed", duration_s=1.0),
+            JobRetryScheduled(attempt=1, not_before=later(0), reason="retry 2 of 2"),
+        )
+        assert await batch_heard(projector) == [Channel.PROJECTIONS, Channel.QUEUE]
 
 
 async def test_an_expired_lease_requeues_the_job_and_frees_the_device(db_url: str) -> None:
