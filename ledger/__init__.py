@@ -1,6 +1,8 @@
 """The write side: event types, their codec, the event store and the transition rules.
 
-Only this package inserts into the ``events`` table.
+Only this package inserts into the ``events`` table: the store, and the database
+function ``append_events`` (migrations/003_append_events.sql) that the API's submit and
+the runner's claim call so as to append inside their own statements.
 """
 
 from ledger.codec import decode, encode
