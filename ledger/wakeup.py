@@ -73,6 +73,8 @@ class Notifier:
         #: The channels poked since the last NOTIFY.
         self._poked: set[Channel] = set()
         self._task: asyncio.Task[None] | None = None
+        #: The NOTIFY under way, if any.
+        self._sending: asyncio.Future[None] | None = None
         self._conn: psycopg.AsyncConnection[Any] | None = None
 
     def poke(self, *channels: Channel) -> None:
@@ -89,6 +91,8 @@ class Notifier:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._sending is not None:
+            await self._sending
         if self._poked:
             await self._notify(self._poked)
         if self._conn is not None:
@@ -109,11 +113,9 @@ class Notifier:
                 await asyncio.sleep(self._delay)
             self._wanted.clear()
             channels, self._poked = self._poked, set()
-            try:
-                await self._notify(channels)
-            except asyncio.CancelledError:
-                self._poked |= channels  # aclose() sends them
-                raise
+            # Shielded: aclose() lets a NOTIFY under way finish rather than cut it short.
+            self._sending = asyncio.ensure_future(self._notify(channels))
+            await asyncio.shield(self._sending)
             await asyncio.sleep(self._interval)
 
     async def _notify(self, channels: set[Channel]) -> None:

@@ -79,3 +79,17 @@ async def test_a_listener_is_woken_only_by_its_own_channels(db_url: str) -> None
         submitter.poke()
         assert await devices.wait(timeout=2.0)
         assert heard == [(Channel.JOBS, "")]
+
+
+async def test_a_poke_just_before_the_notifier_closes_is_sent_once(db_url: str) -> None:
+    heard: list[str | None] = []
+    async with Listener(
+        db_url, on_notification=lambda channel, payload: heard.append(payload)
+    ) as listener:
+        await listener.wait(0.5)  # the wake-up every (re)connect gives
+        heard.clear()
+        async with Notifier(db_url) as notifier:
+            notifier.poke()
+        assert await listener.wait(timeout=2.0), "the poke was lost as the notifier closed"
+        assert not await listener.wait(timeout=0.3), "the poke went out twice"
+    assert heard == [""]
