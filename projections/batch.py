@@ -29,6 +29,7 @@ from ledger.events import DEVICE_EVENTS, JOB_EVENTS, JobAssigned
 from ledger.sqlfile import load_queries
 from ledger.store import Checkpoint
 from projections.batch_grouping import ACTOR, group_new_jobs
+from projections.deltas import adds_waiting_jobs
 from projections.fold import Fold
 from projections.grouping import Grouping
 from projections.reading import Read, connect, fill_gaps, read_checkpoint, read_events
@@ -213,7 +214,7 @@ class BatchApplier:
         if next_fold is None:
             self._remembered_at = checkpoint
         if committed is not None:
-            committed(fold.left_waiting)
+            committed(adds_waiting_jobs(fold.queue))
 
     # ---- rows -----------------------------------------------------------------------------
 

@@ -60,8 +60,6 @@ _PASSED, _FAILED, _CANCELLED, _TIMED_OUT = (
     JobStatus.TIMED_OUT.value,
 )
 _INFRASTRUCTURE = FailureKind.INFRASTRUCTURE.value
-#: Statuses of jobs a device may claim.
-_WAITING = frozenset({_GROUPED, _RETRYING})
 
 
 class Fold:
@@ -81,13 +79,6 @@ class Fold:
         self.changed_devices: set[UUID] = set()
         self.groups: dict[UUID, GroupChange] = {}
         self.queue: Counter[QueueKey] = Counter()
-
-    @property
-    def left_waiting(self) -> bool:
-        """Whether the batch left more jobs waiting for a device than it found."""
-        return any(
-            count > 0 for (_, _, status), count in self.queue.items() if status in _WAITING
-        )
 
     def apply(self, stream_id: UUID, version: int, event: Event, at: dt.datetime) -> bool:
         """Apply one event; False when it was already applied or does not fit its stream."""
