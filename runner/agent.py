@@ -95,10 +95,14 @@ class Agent:
             async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
                 devices = await self._start(conn)
                 await fresh.start(conn)
-            self._views = {
-                target: QueueView(target, self.agent_id, ttl_s=config.queue_view_ttl_s)
-                for target in {device.spec.target for device in devices}
-            }
+                self._views = {
+                    target: QueueView(target, self.agent_id, ttl_s=config.queue_view_ttl_s)
+                    for target in {device.spec.target for device in devices}
+                }
+                # Read before the first claim, which may take fresh jobs without asking the
+                # database anything: it must know which orgs have a parallel limit.
+                for view in self._views.values():
+                    await view.any_queued(conn)
             services = SlotServices(
                 url=self.url,
                 agent_id=self.agent_id,
