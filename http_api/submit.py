@@ -12,10 +12,10 @@ strategy fails on is left for the projector to group, as any job appended ungrou
 A submit is answered only once it is on disk, but devices need not wait for that: its
 transaction commits without waiting for the WAL flush (a disk write, the larger part of
 a commit) and wakes the devices, handing them the new jobs (ledger/announcement.py);
-then the submit waits for the flush. Should the
-server crash in between, the submit is lost unanswered, and the client's retry (same
-Idempotency-Key) submits it again; nothing durable can have come of it meanwhile, since
-any commit that waits for its flush flushes the WAL before it, the submit's included.
+then the submit waits for the flush. Should the server crash in between, the submit is
+lost unanswered, and the client's retry (same Idempotency-Key) submits it again; nothing
+durable can have come of it meanwhile, since any commit that waits for its flush
+flushes the WAL before it, the submit's included.
 """
 
 from __future__ import annotations
