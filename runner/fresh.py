@@ -90,7 +90,7 @@ class FreshJobs:
         now = time.monotonic()
         self._forget_stale(now)
         for job in jobs:
-            self._jobs[job.job_id] = FreshJob(**attrs.asdict(job, recurse=False), seen_at=now)
+            self._keep(FreshJob(**attrs.asdict(job, recurse=False), seen_at=now))
 
     async def look(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Read what was grouped since the last read, if a notification asked for it."""
@@ -118,18 +118,28 @@ class FreshJobs:
             self._checkpoint = Checkpoint(txid=txid, position=position)
             if submitted is None:
                 continue  # not a JobGrouped
-            self._jobs[stream_id] = FreshJob(
-                job_id=stream_id,
-                version=version,
-                group_id=UUID(group_id),
-                submitted=structure(submitted, JobSubmitted),
-                seen_at=now,
+            self._keep(
+                FreshJob(
+                    job_id=stream_id,
+                    version=version,
+                    group_id=UUID(group_id),
+                    submitted=structure(submitted, JobSubmitted),
+                    seen_at=now,
+                )
             )
 
+    def _keep(self, job: FreshJob) -> None:
+        # Moved to the end: the jobs stay in the order they were heard of, oldest first.
+        self._jobs.pop(job.job_id, None)
+        self._jobs[job.job_id] = job
+
     def _forget_stale(self, now: float) -> None:
-        self._jobs = {
-            job_id: job for job_id, job in self._jobs.items() if now - job.seen_at < _FRESH_FOR_S
-        }
+        # Oldest first, so that a notification costs the jobs it forgets, not all of them.
+        while self._jobs:
+            oldest = next(iter(self._jobs.values()))
+            if now - oldest.seen_at < _FRESH_FOR_S:
+                return
+            del self._jobs[oldest.job_id]
 
     def any_for(self, target: str) -> bool:
         return any(job.submitted.target.value == target for job in self._jobs.values())
