@@ -10,11 +10,11 @@ for a payload) means "look in the ledger", as does a reconnect.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from uuid import UUID
 
 import attrs
+import orjson
 
 from ledger.codec import encode, structure
 from ledger.errors import InvalidEvent
@@ -53,8 +53,8 @@ def announcement(writes: Sequence[StreamWrite]) -> str:
                     "submitted": encode(submitted)[1],
                 }
             )
-    payload = json.dumps(jobs, separators=(",", ":")) if jobs else ""
-    return payload if len(payload.encode()) <= _MAX_PAYLOAD else ""
+    payload = orjson.dumps(jobs) if jobs else b""
+    return payload.decode() if len(payload) <= _MAX_PAYLOAD else ""
 
 
 def announced_jobs(payload: str) -> list[GroupedJob]:
@@ -73,7 +73,7 @@ def announced_jobs(payload: str) -> list[GroupedJob]:
                 group_id=UUID(job["group_id"]),
                 submitted=structure(job["submitted"], JobSubmitted),
             )
-            for job in json.loads(payload)
+            for job in orjson.loads(payload)
         ]
     except (ValueError, TypeError, KeyError) as error:
         raise InvalidEvent(f"not an announcement of jobs: {error}") from error
