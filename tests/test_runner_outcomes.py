@@ -68,6 +68,20 @@ async def test_test_failures_retry_only_when_asked_and_a_pass_after_a_failure_is
     assert isinstance(retry, JobRetryScheduled) and not retry.handed_back
 
 
+async def test_an_idle_agent_hears_of_a_retry_without_waiting_for_its_poll(db_url: str) -> None:
+    """The retry reaches the jobs table through the projector, whose batch tells the
+    agents that jobs wait there (the queue channel): with a poll of a minute, the
+    second attempt still comes at once."""
+    agent = agent_config(
+        "patient", "emulator:1", poll_interval_s=60.0, simulated={"flake_rate": 1.0}
+    )
+    async with pipeline(db_url, agent):
+        (retried,) = await submit(db_url, [job("a", max_attempts=2)])
+        await wait_all_ended(db_url, [retried], timeout=20.0)
+    types = [recorded.type for recorded in (await histories(db_url, [retried]))[retried]]
+    assert types[-1] == "JobPassed" and types.count("JobAssigned") == 2
+
+
 async def test_a_job_that_never_starts_in_time_times_out_in_the_queue(db_url: str) -> None:
     """No BrowserStack slot exists, so the job waits past its queue timeout."""
     agent = agent_config("emulators-only", "emulator:1")
