@@ -15,12 +15,12 @@ import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from uuid import UUID
 
 import psycopg
 import pytest
 
 from ledger.embedded import EmbeddedCluster
+from ledger.events import JobSubmitted, Target
 from ledger.migrate import apply_migrations
 from runner import run_agent
 from tests.support.api import api_client, job_body
@@ -31,6 +31,7 @@ from tests.support.runner import (
     check_histories,
     histories,
     pipeline,
+    submit_grouped,
     wait_all_ended,
 )
 from tests.support.waiting import async_wait_until, wait_until
@@ -39,6 +40,11 @@ pytestmark = [
     pytest.mark.anyio,
     pytest.mark.skipif(not Path("/proc/self").exists(), reason="finds the server's processes"),
 ]
+
+
+JOB = JobSubmitted(
+    org_id="qualgent", app_version_id="app-1", test_path="t.spec.js", target=Target.EMULATOR
+)
 
 
 @pytest.fixture
@@ -104,20 +110,21 @@ async def test_a_claim_lost_in_a_crash_of_the_server_is_claimed_again_and_runs_o
     stop = asyncio.Event()
     agent = asyncio.create_task(run_agent(url, config, stop))
     try:
-        async with api_client(url) as client:
 
-            async def listening() -> bool:
-                return await _count(url, "DeviceRegistered") == 1
+        async def listening() -> bool:
+            return await _count(url, "DeviceRegistered") == 1
 
-            await async_wait_until(listening, what="the agent to register its slot")
-            response = await client.post("/jobs", json=job_body(target="emulator"))
-            job_id = UUID(response.json()["job_id"])
+        await async_wait_until(listening, what="the agent to register its slot")
+        # On disk before the agent hears of it, so that its claim is the one commit
+        # waiting for the disk. (Through the API, the claim may commit before the
+        # submit's flush, which would then flush the claim too.)
+        (job_id,), _ = await submit_grouped(url, [JOB])
 
-            async def claimed() -> bool:
-                return await _count(url, "JobAssigned") == 1
+        async def claimed() -> bool:
+            return await _count(url, "JobAssigned") == 1
 
-            await async_wait_until(claimed, what="the agent to claim the job")
-            _crash(cluster)
+        await async_wait_until(claimed, what="the agent to claim the job")
+        _crash(cluster)
         cluster.start()
         assert await _count(url, "JobAssigned") == 0, "the claim was on disk before the crash"
         async with pipeline(url):  # the projector: the job reaches the jobs table again

@@ -12,17 +12,15 @@ from uuid import UUID
 import psycopg
 import pytest
 
-from ledger.announcement import announcement
 from ledger.decisions import JobStatus, fold
 from ledger.events import (
     JobAssigned,
     JobCancelled,
-    JobGrouped,
     JobRetryScheduled,
     JobSubmitted,
     Target,
 )
-from ledger.store import StreamWrite, append, append_many, read_stream
+from ledger.store import append, read_stream
 from ledger.wakeup import Channel
 from projections.projector import Projector
 from runner._sql import QUERIES
@@ -32,12 +30,11 @@ from runner.policy import ClaimPolicy
 from runner.queue_view import QueueView, UnitKey
 from runner.rescue import hand_back_unknown
 from tests.support.factories import metadata
-from tests.support.runner import submit
+from tests.support.runner import submit, submit_grouped
 
 pytestmark = pytest.mark.anyio
 
 POLICY = ClaimPolicy()
-GROUP = uuid.uuid4()
 
 
 def jobs(n: int, *, org_id: str = "acme", apps: int = 1) -> list[JobSubmitted]:
@@ -102,22 +99,6 @@ async def slots(db_url: str) -> AsyncIterator[Slots]:
     yield agent
     for conn in conns:
         await conn.close()
-
-
-async def announce(url: str, new_jobs: list[JobSubmitted]) -> tuple[list[UUID], str]:
-    """Submit and group the jobs as the API does; return them and their announcement."""
-    writes = [
-        StreamWrite(
-            stream_id=uuid.uuid4(),
-            expected_version=0,
-            events=[job, JobGrouped(group_id=GROUP, strategy="test", group_key="k")],
-            metadata=metadata(),
-        )
-        for job in new_jobs
-    ]
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        await append_many(conn, writes)
-    return [write.stream_id for write in writes], announcement(writes)
 
 
 def heard(payload: str) -> FreshJobs:
@@ -202,7 +183,7 @@ async def test_an_agent_whose_lease_lapsed_cannot_claim(db_url: str, slots: Slot
 async def test_an_agent_whose_lease_lapsed_cannot_claim_a_fresh_job(
     db_url: str, slots: Slots
 ) -> None:
-    job_ids, payload = await announce(db_url, jobs(3))
+    job_ids, payload = await submit_grouped(db_url, jobs(3))
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
         await conn.execute("update agent_leases set expires_at = now()")
 
@@ -214,7 +195,7 @@ async def test_an_agent_whose_lease_lapsed_cannot_claim_a_fresh_job(
 async def test_fresh_jobs_announced_to_two_agents_are_assigned_once(
     db_url: str, slots: Slots
 ) -> None:
-    job_ids, payload = await announce(db_url, jobs(2))
+    job_ids, payload = await submit_grouped(db_url, jobs(2))
 
     first = await slots.claim(0, fresh=heard(payload))
     second = await slots.claim(1, fresh=heard(payload))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from uuid import UUID
@@ -12,18 +11,16 @@ from uuid import UUID
 import psycopg
 import pytest
 
-from ledger.events import JobGrouped, JobSubmitted, Target
-from ledger.store import StreamWrite, append_many
-from ledger.wakeup import Channel
+from ledger.events import JobSubmitted, Target
 from runner.agent import Agent
 from tests.support.api import api_client, job_body
-from tests.support.factories import metadata
 from tests.support.runner import (
     PASSED_AT_ONCE,
     agent_config,
     check_histories,
     histories,
     pipeline,
+    submit_grouped,
     wait_all_ended,
 )
 from tests.support.waiting import async_wait_until
@@ -93,18 +90,10 @@ async def test_a_notification_that_is_no_announcement_sends_the_agent_to_the_led
     job = JobSubmitted(
         org_id="acme", app_version_id="app-1", test_path="t.spec.js", target=Target.EMULATOR
     )
-    write = StreamWrite(
-        stream_id=uuid.uuid4(),
-        expected_version=0,
-        events=[job, JobGrouped(group_id=uuid.uuid4(), strategy="test", group_key="k")],
-        metadata=metadata(),
-    )
     async with agent_alone(db_url):
-        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
-            await append_many(conn, [write])
-            await conn.execute("select pg_notify(%s, 'not an announcement')", (Channel.JOBS.value,))
-        await wait_all_ended(db_url, [write.stream_id])
-    (stream,) = (await histories(db_url, [write.stream_id])).values()
+        (job_id,), _ = await submit_grouped(db_url, [job], payload="not an announcement")
+        await wait_all_ended(db_url, [job_id])
+    (stream,) = (await histories(db_url, [job_id])).values()
     assert [recorded.type for recorded in stream] == PASSED_AT_ONCE
 
 

@@ -17,10 +17,11 @@ from uuid import UUID
 import attrs
 import psycopg
 
+from ledger.announcement import announcement
 from ledger.decisions import TERMINAL, JobState, decide
-from ledger.events import JobRetryScheduled, JobSubmitted, Metadata
+from ledger.events import JobGrouped, JobRetryScheduled, JobSubmitted, Metadata
 from ledger.store import RecordedEvent, StreamWrite, append_many
-from ledger.wakeup import Notifier
+from ledger.wakeup import Channel, Notifier
 from projections.projector import Projector
 from runner import AgentConfig, ClaimPolicy, run_agent
 from runner.executors import SlotSpec
@@ -33,6 +34,7 @@ __all__ = [
     "histories",
     "pipeline",
     "submit",
+    "submit_grouped",
     "wait_all_ended",
 ]
 
@@ -92,6 +94,31 @@ async def submit(url: str, jobs: Sequence[JobSubmitted]) -> list[UUID]:
         notifier.poke()
         await asyncio.sleep(0.01)
     return ids
+
+
+async def submit_grouped(
+    url: str, jobs: Sequence[JobSubmitted], *, payload: str | None = None
+) -> tuple[list[UUID], str]:
+    """Append the jobs submitted and grouped (in one group), as the API does, then tell
+    the agents on the jobs channel, with the jobs' announcement or *payload* instead.
+    Returns the jobs' ids and their announcement."""
+    group_id = uuid.uuid4()
+    writes = [
+        StreamWrite(
+            stream_id=uuid.uuid4(),
+            expected_version=0,
+            events=[job, JobGrouped(group_id=group_id, strategy="test", group_key="k")],
+            metadata=Metadata(org_id=job.org_id, actor="test"),
+        )
+        for job in jobs
+    ]
+    said = announcement(writes)
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await append_many(conn, writes)
+        await conn.execute(
+            "select pg_notify(%s, %s)", (Channel.JOBS.value, said if payload is None else payload)
+        )
+    return [write.stream_id for write in writes], said
 
 
 @attrs.define
