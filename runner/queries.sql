@@ -1,13 +1,6 @@
 -- name: begin_claim
--- Opens a claim: ends the slot's previous batch (every job of it has ended by now) and
--- checks that the agent still holds its lease. The key-share lock on the lease row
--- keeps a rescuer from expiring the agent until this claim commits. The claim's commit
--- does not wait for its WAL flush (runner/claim.py says why that is safe).
-with released as (
-    delete from slot_occupancy where device_id = %(device_id)s and agent_id = %(agent_id)s
-)
-select expires_at > now(), set_config('synchronous_commit', 'off', true)
-from agent_leases where agent_id = %(agent_id)s for key share;
+-- migrations/021_claim_jobs.sql
+select begin_claim(%(device_id)s, %(agent_id)s);
 
 -- name: queue_summary
 -- What waits for a target, per claim unit (group and app version) and priority, with
