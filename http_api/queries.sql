@@ -10,7 +10,7 @@ insert into api_tokens (token_id, org_id, token_hash, label)
 values (%(token_id)s, %(org_id)s, %(token_hash)s, %(label)s);
 
 -- name: submit
--- migrations/033_submit_jobs.sql
+-- migrations/035_standing_claims.sql
 select duplicate, claimed, recorded_at
 from submit_jobs(
     check_duplicate => %(check_duplicate)s,
@@ -23,9 +23,8 @@ from submit_jobs(
     body_hash => %(request_hash)s,
     run => %(run_id)s,
     new_jobs => %(job_ids)s,
-    streams => %(streams)b::uuid[], expected_versions => %(expected_versions)b::integer[],
-    offsets => %(offsets)b::integer[], event_types => %(event_types)b::text[],
-    event_data => %(event_data)b::jsonb[], event_metadata => %(event_metadata)b::jsonb[],
+    grouped_in => %(grouped_in)s,
+    events => %(events)s,
     announcement => %(announcement)s
 );
 

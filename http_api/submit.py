@@ -37,7 +37,7 @@ from http_api.views import Json, job_from_history
 from ledger.announcement import announcement
 from ledger.codec import structure
 from ledger.errors import InvalidEvent
-from ledger.events import Event, JobSubmitted, Metadata
+from ledger.events import Event, JobGrouped, JobSubmitted, Metadata
 from ledger.sqlfile import load_queries
 from ledger.store import StreamWrite, append_arguments, execute_appending, flush
 from projections.grouping import Grouping
@@ -145,7 +145,7 @@ async def submit(
     return once they are on disk.
 
     The checks, the append and the announcement to device agents are one statement
-    (migrations/033_submit_jobs.sql), and so one round trip and one transaction; then
+    (migrations/035_standing_claims.sql), and so one round trip and one transaction; then
     comes the wait for the flush. *conn* must be in autocommit mode.
     """
     first = request.jobs[0]
@@ -178,6 +178,7 @@ async def submit(
             "request_hash": request.digest,
             "run_id": request.run_id,
             "job_ids": job_ids,
+            "grouped_in": _single_group(writes),
             **append_arguments(writes),
             "announcement": announcement(writes),
         },
@@ -210,6 +211,15 @@ def _created(
         assert document is not None
         documents.append(document)
     return Submitted(jobs=documents, run_id=run_id, created=True)
+
+
+def _single_group(writes: list[StreamWrite]) -> UUID | None:
+    """The group of the request's one job, when it is one job and grouped: such a job may
+    go straight to a slot's standing claim (runner/standing.py)."""
+    if len(writes) != 1:
+        return None
+    grouped = writes[0].events[-1]
+    return grouped.group_id if isinstance(grouped, JobGrouped) else None
 
 
 def _submitted_and_grouped(grouping: Grouping, job_id: UUID, job: JobSubmitted) -> list[Event]:

@@ -1,7 +1,7 @@
 """The write side: event types, their codec, the event store and the transition rules.
 
 Only this package inserts into the ``events`` table: the store, and the database
-function ``append_events`` (migrations/003_append_events.sql) that the API's submit and
+function ``append_events`` (migrations/034_append_events_json.sql) that the API's submit and
 the runner's claim call so as to append inside their own statements.
 """
 

@@ -15,6 +15,7 @@ from typing import Any, LiteralString
 from uuid import UUID
 
 import attrs
+import orjson
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.types.json import Jsonb
@@ -117,41 +118,42 @@ async def append_many(
     """Append to several streams in one statement: all the writes land, or none does."""
     if len(writes) == 1 and len(writes[0].events) == 1:
         return await _append_one(conn, writes[0])
-    arguments = append_arguments(writes)
-    if not arguments["event_types"]:
+    if not any(write.events for write in writes):
         return []
-    return await _insert(conn, _QUERIES["append"], arguments)
+    return await _insert(conn, _QUERIES["append"], append_arguments(writes))
 
 
-def append_arguments(writes: Sequence[StreamWrite]) -> dict[str, list[Any]]:
-    """The arguments of the database's append_events function for *writes*, by name.
+def append_arguments(writes: Sequence[StreamWrite]) -> dict[str, Jsonb]:
+    """The arguments of the database's append_events function for *writes*, by name: the
+    events as one JSON document (migrations/034_append_events_json.sql).
 
     A statement of another part of qgjob that appends (``select … append_events(…)``)
     takes them as they are, and runs through ``execute_appending``.
     """
-    arguments: dict[str, list[Any]] = {
-        "streams": [],
-        "expected_versions": [],
-        "offsets": [],
-        "event_types": [],
-        "event_data": [],
-        "event_metadata": [],
-    }
+    events = []
     streams = set()
     for write in writes:
         if write.stream_id in streams:
             raise ValueError(f"stream {write.stream_id} appears in two writes of one append")
         streams.add(write.stream_id)
-        metadata = Jsonb(converter.unstructure(write.metadata))
-        for offset, event in enumerate(write.events, start=1):
+        metadata = converter.unstructure(write.metadata)
+        for nth, event in enumerate(write.events, start=1):
             type_name, data = encode(event)
-            arguments["streams"].append(write.stream_id)
-            arguments["expected_versions"].append(write.expected_version)
-            arguments["offsets"].append(offset)
-            arguments["event_types"].append(type_name)
-            arguments["event_data"].append(Jsonb(data))
-            arguments["event_metadata"].append(metadata)
-    return arguments
+            events.append(
+                {
+                    "stream_id": write.stream_id,
+                    "expected_version": write.expected_version,
+                    "nth": nth,
+                    "type": type_name,
+                    "data": data,
+                    "metadata": metadata,
+                }
+            )
+    return {"events": Jsonb(events, dumps=_json_text)}
+
+
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 async def _append_one(conn: psycopg.AsyncConnection[Any], write: StreamWrite) -> list[Appended]:

@@ -1,9 +1,7 @@
 -- name: append
 -- One statement for any number of events on any number of streams, so an append is one
--- round trip and all or nothing (migrations/003_append_events.sql).
-select position, stream_id, version, recorded_at
-from append_events(%(streams)b::uuid[], %(expected_versions)b::integer[], %(offsets)b::integer[],
-                   %(event_types)b::text[], %(event_data)b::jsonb[], %(event_metadata)b::jsonb[]);
+-- round trip and all or nothing (migrations/034_append_events_json.sql).
+select position, stream_id, version, recorded_at from append_events(%(events)s);
 
 -- name: append_one
 -- The common case, one event, as a plain single-row insert: measurably cheaper than going

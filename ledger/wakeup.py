@@ -11,7 +11,7 @@ until its poll timer fires; readers always read until they find nothing new.
 
 The exception is a transaction that does not wait for its flush (synchronous_commit
 off): it holds the lock only while its commit record goes into memory. The API's
-submit is one (migrations/033_submit_jobs.sql): it notifies inside its transaction,
+submit is one (migrations/035_standing_claims.sql): it notifies inside its transaction,
 and its notification to device agents carries the jobs (ledger/announcement.py).
 
 Notifications go on channels by who needs them, so that no process is woken by

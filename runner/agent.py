@@ -26,6 +26,7 @@ from uuid import UUID
 
 import psycopg
 
+from ledger.announcement import Assignment, GroupedJob
 from ledger.wakeup import Channel, Listener, Notifier
 from runner._sql import QUERIES
 from runner.claim import LeaseLost
@@ -77,9 +78,7 @@ class Agent:
             # What it appends concerns the projector alone, which takes its time to batch
             # anyway (projections/projector.py): a job's start and result, a moment apart,
             # go out as one notification.
-            notifier = await stack.enter_async_context(
-                Notifier(self.url, delay=_NOTIFY_AFTER_S)
-            )
+            notifier = await stack.enter_async_context(Notifier(self.url, delay=_NOTIFY_AFTER_S))
             fresh, wakeup = self._fresh, self._wakeup
             # Its own claims and results concern the projector only: it does not hear them.
             await stack.enter_async_context(
@@ -193,9 +192,7 @@ class Agent:
         """Run *work* every *interval* seconds on a connection of its own, reconnecting."""
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(
-                    self.url, autocommit=True
-                ) as conn:
+                async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
                     while True:
                         await work(conn)
                         await asyncio.sleep(interval)
@@ -219,6 +216,7 @@ class Agent:
 
     async def _watch_cancels(self, wakeup: Wakeup) -> None:
         """Stop the batches of jobs cancelled while on a slot of this agent."""
+
         async def check(conn: psycopg.AsyncConnection[Any]) -> None:
             held = [job.job_id for slot in self.slots for job in slot.held()]
             if held:
@@ -234,13 +232,24 @@ class Agent:
     def _notified(self, channel: Channel, payload: str | None) -> None:
         """Take in a notification (None: the listener reconnected) and wake the slots,
         saying whether it was news beyond jobs announced by their submit (runner/wake.py)."""
-        self._fresh.heard(channel, payload)
+        said = self._fresh.heard(channel, payload)
+        if said is not None and said.assigned is not None:
+            # A job given to a standing claim is no news to anyone but its slot.
+            self._give(said.assigned, said.jobs)
+            return
         if channel is Channel.QUEUE:
             # Jobs wait in the jobs table: the agent's summaries of it are out of date. (Jobs
             # just submitted need no new summary: they are fresh, runner/fresh.py.)
             for view in self._views.values():
                 view.invalidate()
         self._wakeup.fire(news=channel is not Channel.JOBS or self._fresh.look_wanted)
+
+    def _give(self, assigned: Assignment, jobs: list[GroupedJob]) -> None:
+        """Hand a batch a submit gave to a standing claim to its slot, if it is ours."""
+        if assigned.agent_id == self.agent_id:
+            for slot in self.slots:
+                if slot.identity.device_id == assigned.device_id:
+                    slot.given(jobs)
 
     def _jobs_lost(self, job_ids: Sequence[UUID]) -> None:
         for slot in self.slots:

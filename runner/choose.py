@@ -19,10 +19,11 @@ from uuid import UUID
 import attrs
 import psycopg
 
+from ledger.announcement import GroupedJob
 from ledger.decisions import JobState, JobStatus, decide
 from ledger.events import JobAssigned
 from runner._sql import QUERIES
-from runner.fresh import FreshJob, FreshJobs
+from runner.fresh import FreshJobs
 from runner.jobs import HeldJob
 from runner.policy import QueuedGroup, batch_size, rank_groups
 from runner.queue_view import UnitKey
@@ -30,7 +31,14 @@ from runner.queue_view import UnitKey
 if TYPE_CHECKING:
     from runner.claim import ClaimRequest, SlotIdentity
 
-__all__ = ["Chosen", "assignment", "choose_fresh", "choose_fresh_unlimited", "choose_queued"]
+__all__ = [
+    "Chosen",
+    "assignment",
+    "choose_fresh",
+    "choose_fresh_unlimited",
+    "choose_queued",
+    "grouped_held",
+]
 
 #: Claim units tried per claim; more are rarely worth it (their rows are likely stale).
 _UNITS_TRIED = 8
@@ -78,7 +86,10 @@ async def choose_queued(conn: psycopg.AsyncConnection[Any], request: ClaimReques
             },
         )
         jobs = [
-            _held(*record, group_id=group_id, request=request) for record in await cursor.fetchall()
+            _held(
+                *record, group_id=group_id, slot=slot, default_timeout_s=request.default_timeout_s
+            )
+            for record in await cursor.fetchall()
         ]
         if not jobs:
             view.exhausted(key)
@@ -126,7 +137,9 @@ def _take_fresh(request: ClaimRequest, fresh: FreshJobs, unit: QueuedGroup) -> C
         policy=request.policy,
     )
     request.running[request.slot.device_id] = key
-    jobs = [_fresh_held(job, request) for job in fresh.take(key, size)]
+    jobs = [
+        grouped_held(job, request.slot, request.default_timeout_s) for job in fresh.take(key, size)
+    ]
     return Chosen(org_id=unit.org_id, unit=key, jobs=jobs)
 
 
@@ -146,7 +159,8 @@ async def _org_has_room(conn: psycopg.AsyncConnection[Any], org_id: str) -> bool
     return bool(count[0] < limit[0])
 
 
-def _fresh_held(job: FreshJob, request: ClaimRequest) -> HeldJob:
+def grouped_held(job: GroupedJob, slot: SlotIdentity, default_timeout_s: float) -> HeldJob:
+    """A job as its JobGrouped left it, taken by *slot* for its first attempt."""
     submitted = job.submitted
     return _held(
         job.job_id,
@@ -159,7 +173,8 @@ def _fresh_held(job: FreshJob, request: ClaimRequest) -> HeldJob:
         submitted.timeout_s,
         submitted.org_id,
         group_id=job.group_id,
-        request=request,
+        slot=slot,
+        default_timeout_s=default_timeout_s,
     )
 
 
@@ -175,7 +190,8 @@ def _held(
     org_id: str,
     *,
     group_id: UUID,
-    request: ClaimRequest,
+    slot: SlotIdentity,
+    default_timeout_s: float,
 ) -> HeldJob:
     """A chosen job, from the columns lock_jobs selects (or the same facts of a fresh one)."""
     before = JobState(
@@ -190,8 +206,8 @@ def _held(
         org_id=org_id,
         test_path=test_path,
         build=build,
-        timeout_s=timeout_s or request.default_timeout_s,
+        timeout_s=timeout_s or default_timeout_s,
         max_attempts=max_attempts,
-        state=decide(before, assignment(attempts + 1, request.slot)),
+        state=decide(before, assignment(attempts + 1, slot)),
         version=version,
     )

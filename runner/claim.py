@@ -26,7 +26,7 @@ assigned.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -44,7 +44,15 @@ from runner.jobs import HeldJob
 from runner.policy import ClaimPolicy
 from runner.queue_view import QueueView, UnitKey
 
-__all__ = ["Claim", "ClaimRequest", "LeaseLost", "SlotIdentity", "claim_batch"]
+__all__ = [
+    "BatchGiven",
+    "Claim",
+    "ClaimRequest",
+    "LeaseLost",
+    "SlotIdentity",
+    "check_opened",
+    "claim_batch",
+]
 
 _log = logging.getLogger(__name__)
 _RETRIES = 5
@@ -52,6 +60,19 @@ _RETRIES = 5
 
 class LeaseLost(QgjobError):
     """This agent's lease lapsed; its jobs are being handed to other agents."""
+
+
+class BatchGiven(QgjobError):
+    """The slot holds a batch it did not claim itself: a submit gave it one for its
+    standing claim (runner/standing.py), or a claim of its committed unbeknown to it."""
+
+
+def check_opened(opened: str) -> None:
+    """Raise what begin_claim's answer (migrations/035_standing_claims.sql) means."""
+    if opened == "lease_lost":
+        raise LeaseLost()
+    if opened == "given":
+        raise BatchGiven()
 
 
 @attrs.frozen(kw_only=True)
@@ -82,6 +103,7 @@ async def claim_batch(
     default_timeout_s: float,
     fresh: FreshJobs | None = None,
     fresh_first: bool = False,
+    last_batch: Sequence[UUID] = (),
 ) -> Claim | None:
     """Claim the best batch for *slot*, or None when nothing is runnable for it now.
 
@@ -91,7 +113,10 @@ async def claim_batch(
     slots, ranking meanwhile, count it as taken; it stays there when the claim succeeds.
     *fresh* holds jobs too new for the view: tried after the view's, or before them when
     *fresh_first* (for an idle slot, which found the view empty a moment ago).
-    *conn* must be in autocommit mode. Raises LeaseLost when the agent's lease lapsed.
+    *last_batch*: the jobs of the slot's last batch, which the claim ends; it also
+    withdraws the slot's standing claim. *conn* must be in autocommit mode. Raises
+    LeaseLost when the agent's lease lapsed, BatchGiven when the slot holds a batch it
+    does not know of.
     """
     request = ClaimRequest(
         slot=slot,
@@ -100,13 +125,14 @@ async def claim_batch(
         installed=installed,
         policy=policy,
         default_timeout_s=default_timeout_s,
+        last_batch=list(last_batch),
     )
     for _ in range(_RETRIES):
         try:
             if fresh_first and fresh is not None:
                 chosen = choose_fresh_unlimited(request, fresh)
                 if chosen is not None:
-                    return await _assign(conn, slot, chosen)
+                    return await _assign(conn, request, chosen)
             async with conn.transaction():
                 claim = await _claim(conn, request, fresh, fresh_first=fresh_first)
             if claim is None:
@@ -136,6 +162,8 @@ class ClaimRequest:
     installed: Collection[str]
     policy: ClaimPolicy
     default_timeout_s: float
+    #: The jobs of the slot's last batch, whose occupancy the claim ends.
+    last_batch: list[UUID]
 
 
 async def _claim(
@@ -146,10 +174,10 @@ async def _claim(
     fresh_first: bool,
 ) -> Claim | None:
     slot = request.slot
-    ids = {"device_id": slot.device_id, "agent_id": slot.agent_id}
+    ids = {"device_id": slot.device_id, "agent_id": slot.agent_id, "last_batch": request.last_batch}
     row = await (await conn.execute(QUERIES["begin_claim"], ids)).fetchone()
-    if row is None or not row[0]:
-        raise LeaseLost()
+    assert row is not None
+    check_opened(row[0])
 
     async def from_fresh() -> Chosen | None:
         return None if fresh is None else await choose_fresh(conn, request, fresh)
@@ -160,13 +188,17 @@ async def _claim(
     for choose in (from_fresh, from_table) if fresh_first else (from_table, from_fresh):
         chosen = await choose()
         if chosen is not None:
-            return await _assign(conn, slot, chosen)
+            return await _assign(conn, request, chosen)
     return None
 
 
-async def _assign(conn: psycopg.AsyncConnection[Any], slot: SlotIdentity, chosen: Chosen) -> Claim:
+async def _assign(
+    conn: psycopg.AsyncConnection[Any], request: ClaimRequest, chosen: Chosen
+) -> Claim:
     """Append the jobs' JobAssigned, all or nothing, and record the slot's occupancy: one
-    statement (claim_jobs, migrations/021_claim_jobs.sql). Raises LeaseLost."""
+    statement (claim_jobs, migrations/035_standing_claims.sql). Raises LeaseLost or
+    BatchGiven."""
+    slot = request.slot
     (group_id, app_version_id), org_id, jobs = chosen.unit, chosen.org_id, chosen.jobs
     writes = [
         StreamWrite(
@@ -184,6 +216,7 @@ async def _assign(conn: psycopg.AsyncConnection[Any], slot: SlotIdentity, chosen
             "device_id": slot.device_id,
             "agent_id": slot.agent_id,
             "target": slot.target,
+            "last_batch": request.last_batch,
             "org_id": org_id,
             "group_id": group_id,
             "app_version_id": app_version_id,
@@ -191,8 +224,8 @@ async def _assign(conn: psycopg.AsyncConnection[Any], slot: SlotIdentity, chosen
         },
     )
     row = await cursor.fetchone()
-    if row is None or not row[0]:
-        raise LeaseLost()
+    assert row is not None
+    check_opened(row[0])
     for job in jobs:
         job.version += 1
     return Claim(group_id=group_id, app_version_id=app_version_id, org_id=org_id, jobs=tuple(jobs))

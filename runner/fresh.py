@@ -30,7 +30,7 @@ from uuid import UUID
 import attrs
 import psycopg
 
-from ledger.announcement import GroupedJob, announced_jobs
+from ledger.announcement import Announced, GroupedJob, announced
 from ledger.codec import structure
 from ledger.errors import InvalidEvent
 from ledger.events import JobSubmitted
@@ -75,22 +75,28 @@ class FreshJobs:
         """Begin at the ledger's head: what came before is for the jobs table."""
         self._checkpoint = await head(conn)
 
-    def heard(self, channel: Channel, payload: str | None) -> None:
-        """Take the jobs a JOBS notification announces; one that announces none (or a
-        reconnect, *payload* None) sends the next look to the ledger."""
+    def heard(self, channel: Channel, payload: str | None) -> Announced | None:
+        """Take the jobs a JOBS notification announces, and return what it announced.
+
+        One that announces none (or a reconnect, *payload* None) sends the next look to
+        the ledger. Jobs a submit gave to a slot (runner/standing.py) are that slot's,
+        not kept here.
+        """
         if channel is not Channel.JOBS:
-            return
+            return None
         try:
-            jobs = announced_jobs(payload) if payload else []
+            said = announced(payload) if payload else Announced(jobs=[])
         except InvalidEvent as error:
             _log.warning("ignoring a notification on %s: %s", channel.value, error)
-            jobs = []
-        if not jobs:
+            said = Announced(jobs=[])
+        if not said.jobs:
             self.look_wanted = True
         now = time.monotonic()
         self._forget_stale(now)
-        for job in jobs:
-            self._keep(FreshJob(**attrs.asdict(job, recurse=False), seen_at=now))
+        if said.assigned is None:
+            for job in said.jobs:
+                self._keep(FreshJob(**attrs.asdict(job, recurse=False), seen_at=now))
+        return said
 
     async def look(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Read what was grouped since the last read, if a notification asked for it."""

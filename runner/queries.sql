@@ -1,6 +1,6 @@
 -- name: begin_claim
--- migrations/021_claim_jobs.sql
-select begin_claim(%(device_id)s, %(agent_id)s);
+-- migrations/035_standing_claims.sql
+select begin_claim(%(device_id)s, %(agent_id)s, %(last_batch)s::uuid[]);
 
 -- name: queue_summary
 -- What waits for a target, per claim unit (group and app version) and priority, with
@@ -62,30 +62,29 @@ limit %(limit)s
 for update of j skip locked;
 
 -- name: claim_jobs
--- migrations/021_claim_jobs.sql
+-- migrations/035_standing_claims.sql
 select claim_jobs(
     slot_device => %(device_id)s,
     slot_agent => %(agent_id)s,
     slot_target => %(target)s,
+    last_batch => %(last_batch)s::uuid[],
     unit_org => %(org_id)s,
     unit_group => %(group_id)s,
     unit_app_version => %(app_version_id)s,
-    streams => %(streams)b::uuid[], expected_versions => %(expected_versions)b::integer[],
-    offsets => %(offsets)b::integer[], event_types => %(event_types)b::text[],
-    event_data => %(event_data)b::jsonb[], event_metadata => %(event_metadata)b::jsonb[]
+    events => %(events)s
 );
 
 -- name: release_slot
 delete from slot_occupancy where device_id = %(device_id)s and agent_id = %(agent_id)s;
 
--- name: end_batch
--- Ends the slot's batch when there is nothing to claim next: begin_claim without the
--- claim, and so without its lock. Whether the lease still holds is how a process that
--- was superseded while it ran a batch learns it at once.
-with released as (
-    delete from slot_occupancy where device_id = %(device_id)s and agent_id = %(agent_id)s
-)
-select expires_at > now() from agent_leases where agent_id = %(agent_id)s;
+-- name: still_standing
+select exists (
+    select 1 from standing_claims where device_id = %(device_id)s and agent_id = %(agent_id)s
+);
+
+-- name: stand
+-- migrations/035_standing_claims.sql
+select stand(%(device_id)s, %(agent_id)s, %(target)s, %(last_batch)s::uuid[], %(installed)s);
 
 -- name: stream_tails
 -- Each stream's events from the version an append expected on, and who wrote them.

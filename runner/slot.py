@@ -35,9 +35,10 @@ from uuid import UUID
 import attrs
 import psycopg
 
+from ledger.announcement import GroupedJob
 from runner._sql import QUERIES
 from runner.batch_run import BatchRun
-from runner.claim import Claim, LeaseLost, SlotIdentity, claim_batch
+from runner.claim import BatchGiven, Claim, LeaseLost, SlotIdentity, claim_batch
 from runner.config import AgentConfig
 from runner.devices import DeviceStream
 from runner.executors import Executor
@@ -45,6 +46,7 @@ from runner.fresh import FreshJobs
 from runner.jobs import HeldJob
 from runner.queue_view import QueueView, UnitKey
 from runner.rescue import hand_back_unknown
+from runner.standing import given_claim, stand
 from runner.wake import Wakeup
 from runner.writer import EventWriter
 
@@ -93,6 +95,12 @@ class Slot:
         self._stopping: str | None = None
         #: The wake-up generation at which the slot last tried to claim.
         self._tried_at = 0
+        #: The jobs of the slot's last batch, whose occupancy its next claim ends.
+        self._last_batch: list[UUID] = []
+        #: The slot left a standing claim (runner/standing.py) and has not withdrawn it.
+        self._standing = False
+        #: The jobs a submit gave the slot's standing claim, once the agent heard of them.
+        self._given: list[GroupedJob] | None = None
 
     def held(self) -> list[HeldJob]:
         """The jobs of the current batch that have not ended yet."""
@@ -104,6 +112,11 @@ class Slot:
         """Someone else ended these jobs (cancelled, or moved their streams on)."""
         if self._batch is not None:
             self._batch.ended_elsewhere(set(job_ids), cancelled=cancelled)
+
+    def given(self, jobs: list[GroupedJob]) -> None:
+        """A submit gave these jobs to the slot's standing claim."""
+        self._given = jobs
+        self._services.wakeup.wake(self)
 
     def stop(self, reason: str, *, at_once: bool) -> None:
         """Claim no more; hand back the current batch's rest (at once, or after this test)."""
@@ -119,11 +132,11 @@ class Slot:
                 async with await psycopg.AsyncConnection.connect(
                     services.url, autocommit=True
                 ) as conn:
-                    # After a lost connection, a claim may have committed unbeknown to us.
-                    await hand_back_unknown(
-                        conn, self.identity.device_id, services.agent_id, self._actor
-                    )
+                    # After a lost connection, a claim (or a submit, for the standing
+                    # claim) may have given the slot a batch unbeknown to it.
+                    await self._settle(conn)
                     await self._loop(conn)
+                    await self._settle(conn)
                     await conn.execute(
                         QUERIES["release_slot"],
                         {"device_id": self.identity.device_id, "agent_id": services.agent_id},
@@ -138,14 +151,18 @@ class Slot:
         idle = notified = False
         while self._stopping is None:
             try:
-                claim = await self._claim(conn, idle=idle, notified=notified)
+                claim = await self._next_batch(conn, idle=idle, notified=notified)
             except LeaseLost:
                 services.lease_lost.set()
                 return
             idle = claim is None
             if claim is None:
-                notified = await services.wakeup.wait(config.poll_interval_s)
+                # A batch given meanwhile wakes no one: it was handed over before the wait.
+                notified = self._given is not None or await services.wakeup.wait(
+                    config.poll_interval_s, waiter=self
+                )
                 continue
+            self._last_batch = [job.job_id for job in claim.jobs]
             self._batch = BatchRun(self._services, self.device, claim)
             if self._stopping is not None:
                 self._batch.stop(self._stopping, at_once=True)
@@ -155,12 +172,71 @@ class Slot:
                 self._batch = None
                 services.running.pop(self.identity.device_id, None)
 
-    async def _end_batch(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """End the last batch's occupancy; raise LeaseLost if the agent's lease lapsed."""
+    async def _settle(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Withdraw the standing claim and end the last batch; hand back a batch the slot
+        holds but does not know of."""
         ids = {"device_id": self.identity.device_id, "agent_id": self._services.agent_id}
-        row = await (await conn.execute(QUERIES["end_batch"], ids)).fetchone()
+        row = await (
+            await conn.execute(QUERIES["begin_claim"], {**ids, "last_batch": self._last_batch})
+        ).fetchone()
+        if row is not None and row[0] == "given":
+            await self._hand_back_given(conn)
+        self._standing, self._last_batch = False, []
+
+    async def _next_batch(
+        self, conn: psycopg.AsyncConnection[Any], *, idle: bool, notified: bool
+    ) -> Claim | None:
+        """The slot's next batch: one a submit gave it, or one it claims; None when there is
+        none for it now. Raises LeaseLost."""
+        given = self._take_given()
+        if given is not None:
+            return given
+        try:
+            if self._standing and idle and not notified:
+                # A poll: the notification of a batch given to the slot may have been lost.
+                await self._check_standing(conn)
+            return await self._claim(conn, idle=idle, notified=notified)
+        except BatchGiven:
+            # A submit fulfilled the standing claim this claim went to withdraw.
+            given = self._take_given()
+            if given is None:
+                await self._hand_back_given(conn)
+            return given
+
+    def _take_given(self) -> Claim | None:
+        jobs, self._given = self._given, None
+        if jobs is None or not self._standing:
+            return None  # no standing claim of the slot's was fulfilled with these
+        self._standing = False
+        claim, unit = given_claim(jobs, self.identity, self._services.config.default_timeout_s)
+        self._services.running[self.identity.device_id] = unit
+        return claim
+
+    async def _hand_back_given(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Hand back a batch the slot holds but never heard of, and end its occupancy."""
+        services = self._services
+        await hand_back_unknown(conn, self.identity.device_id, services.agent_id, self._actor)
+        await conn.execute(
+            QUERIES["release_slot"],
+            {"device_id": self.identity.device_id, "agent_id": services.agent_id},
+        )
+        self._standing, self._last_batch = False, []
+
+    async def _check_standing(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Raise BatchGiven if the slot's standing claim is gone."""
+        ids = {"device_id": self.identity.device_id, "agent_id": self._services.agent_id}
+        row = await (await conn.execute(QUERIES["still_standing"], ids)).fetchone()
         if row is None or not row[0]:
-            raise LeaseLost()
+            raise BatchGiven()
+
+    async def _stand(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        await stand(
+            conn,
+            self.identity,
+            last_batch=self._last_batch,
+            installed=self.device.installed,
+        )
+        self._standing, self._last_batch = True, []
 
     async def _claim(
         self, conn: psycopg.AsyncConnection[Any], *, idle: bool, notified: bool
@@ -180,23 +256,27 @@ class Slot:
 
         async def claim() -> Claim | None:
             await fresh.look(conn)
-            if not fresh.any_for(self.identity.target) and not await view.any_queued(conn):
-                # Nothing to take, so no claim's transaction; the last batch's occupancy
-                # (an idle slot's ended already) ends here instead.
-                if not idle:
-                    await self._end_batch(conn)
-                return None
-            return await claim_batch(
-                conn,
-                self.identity,
-                view=view,
-                fresh=fresh,
-                fresh_first=idle,
-                running=services.running,
-                installed=[self.device.installed] if self.device.installed else [],
-                policy=config.policy,
-                default_timeout_s=config.default_timeout_s,
-            )
+            if fresh.any_for(self.identity.target) or await view.any_queued(conn):
+                claimed = await claim_batch(
+                    conn,
+                    self.identity,
+                    view=view,
+                    fresh=fresh,
+                    fresh_first=idle,
+                    running=services.running,
+                    installed=[self.device.installed] if self.device.installed else [],
+                    policy=config.policy,
+                    default_timeout_s=config.default_timeout_s,
+                    last_batch=self._last_batch,
+                )
+                self._standing = False  # the claim withdrew it
+                if claimed is not None:
+                    return claimed
+            # Nothing to take: the slot stands (its last batch ends here if no claim
+            # ended it), unless it does already.
+            if not self._standing:
+                await self._stand(conn)
+            return None
 
         tried_at, self._tried_at = self._tried_at, generation
         if not idle:

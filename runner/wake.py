@@ -16,7 +16,8 @@ __all__ = ["Wakeup"]
 
 class Wakeup:
     def __init__(self) -> None:
-        self._event = asyncio.Event()
+        #: Each waiter's future, with who waits on it.
+        self._waiting: dict[asyncio.Future[None], object] = {}
         #: How many times it fired.
         self.generation = 0
         #: The generation of the last fire that was news to every waiter.
@@ -28,15 +29,27 @@ class Wakeup:
         self.generation += 1
         if news:
             self.news_at = self.generation
-        self._event.set()
-        self._event = asyncio.Event()
+        for future in self._waiting:
+            if not future.done():
+                future.set_result(None)
 
-    async def wait(self, timeout: float) -> bool:
-        """Return True at the next fire, or False after *timeout* seconds."""
+    def wake(self, waiter: object) -> None:
+        """Wake *waiter* alone, if it is waiting; no new generation starts."""
+        for future, who in self._waiting.items():
+            if who is waiter and not future.done():
+                future.set_result(None)
+
+    async def wait(self, timeout: float, *, waiter: object = None) -> bool:
+        """Return True at the next fire (or wake of *waiter*), or False after *timeout*
+        seconds."""
         # Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation that arrives
         # as the wait ends, leaving the caller running after it was cancelled.
-        event = self._event
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await event.wait()
-        return event.is_set()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting[future] = waiter
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await future
+        finally:
+            del self._waiting[future]
+        return future.done() and not future.cancelled()

@@ -24,13 +24,14 @@ from ledger.store import append, read_stream
 from ledger.wakeup import Channel
 from projections.projector import Projector
 from runner._sql import QUERIES
-from runner.claim import Claim, LeaseLost, SlotIdentity, claim_batch
+from runner.claim import BatchGiven, Claim, LeaseLost, SlotIdentity, claim_batch
 from runner.fresh import FreshJobs
 from runner.policy import ClaimPolicy
 from runner.queue_view import QueueView, UnitKey
 from runner.rescue import hand_back_unknown
+from runner.standing import stand
 from tests.support.factories import metadata
-from tests.support.runner import submit, submit_grouped
+from tests.support.runner import submit, submit_as_api, submit_grouped
 
 pytestmark = pytest.mark.anyio
 
@@ -62,6 +63,8 @@ class Slots:
         ]
         self.view = QueueView("emulator", agent_id, ttl_s=0.0)
         self.running: dict[UUID, UnitKey] = {}
+        #: The jobs of each slot's last batch, which its next claim ends.
+        self.last_batch: dict[UUID, list[UUID]] = {}
 
     async def register(self) -> None:
         conn = self.conns[0]
@@ -77,8 +80,9 @@ class Slots:
 
     async def claim(self, index: int, *, fresh: FreshJobs | None = None) -> Claim | None:
         """Claim for slot *index*; with *fresh*, as an idle slot would (fresh jobs first)."""
-        self.running.pop(self.ids[index].device_id, None)
-        return await claim_batch(
+        device_id = self.ids[index].device_id
+        self.running.pop(device_id, None)
+        claim = await claim_batch(
             self.conns[index],
             self.ids[index],
             view=self.view,
@@ -88,7 +92,21 @@ class Slots:
             default_timeout_s=60,
             fresh=fresh,
             fresh_first=fresh is not None,
+            last_batch=self.last_batch.get(device_id, []),
         )
+        self.last_batch[device_id] = [] if claim is None else [j.job_id for j in claim.jobs]
+        return claim
+
+    async def stand(self, index: int, *, installed: str | None = None) -> None:
+        """Leave slot *index*'s standing claim, as a slot that found nothing does."""
+        device_id = self.ids[index].device_id
+        await stand(
+            self.conns[index],
+            self.ids[index],
+            last_batch=self.last_batch.get(device_id, []),
+            installed=installed,
+        )
+        self.last_batch[device_id] = []
 
 
 @pytest.fixture
@@ -106,6 +124,19 @@ def heard(payload: str) -> FreshJobs:
     fresh = FreshJobs()
     fresh.heard(Channel.JOBS, payload)
     return fresh
+
+
+async def submit_one(url: str, job: JobSubmitted) -> UUID:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        return await submit_as_api(conn, job)
+
+
+async def assigned_to(url: str, job_id: UUID) -> UUID | None:
+    """The device of the job's last JobAssigned, if any."""
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        assigned = [r.event for r in await read_stream(conn, job_id)]
+    devices = [event.device_id for event in assigned if isinstance(event, JobAssigned)]
+    return devices[-1] if devices else None
 
 
 async def event_types(url: str, job_ids: list[UUID]) -> list[list[str]]:
@@ -142,9 +173,7 @@ async def test_slots_claiming_at_once_never_take_the_same_job(db_url: str, slots
         assert len({(job.state.group_id, claim.app_version_id) for job in claim.jobs}) == 1
 
 
-async def test_an_org_limit_holds_when_every_slot_claims_at_once(
-    db_url: str, slots: Slots
-) -> None:
+async def test_an_org_limit_holds_when_every_slot_claims_at_once(db_url: str, slots: Slots) -> None:
     """acme may hold 2 slots: of eight simultaneous claims two get acme's jobs, the rest
     get globex's."""
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
@@ -239,3 +268,51 @@ async def test_a_slot_hands_back_a_batch_it_claimed_without_hearing_back(
             retry = history[-1]
             assert isinstance(retry, JobRetryScheduled) and retry.handed_back
             assert fold(history).status == JobStatus.RETRYING
+
+
+async def test_a_submit_gives_its_job_to_the_best_standing_slot(db_url: str, slots: Slots) -> None:
+    """Of the slots standing for the job's target, the one with its app installed gets
+    it, then the one idle longest; with none left standing, the job waits to be claimed."""
+    await slots.stand(0)
+    await slots.stand(1, installed="app-7")
+    await slots.stand(2)
+    app_7, other, another, unserved = [
+        JobSubmitted(org_id="acme", app_version_id=app, test_path=f"t{i}", target=Target.EMULATOR)
+        for i, app in enumerate(["app-7", "app-1", "app-2", "app-3"])
+    ]
+
+    assert await assigned_to(db_url, await submit_one(db_url, app_7)) == slots.ids[1].device_id
+    assert await assigned_to(db_url, await submit_one(db_url, other)) == slots.ids[0].device_id
+    assert await assigned_to(db_url, await submit_one(db_url, another)) == slots.ids[2].device_id
+    assert await assigned_to(db_url, await submit_one(db_url, unserved)) is None
+
+
+async def test_a_claim_that_lost_its_standing_claim_to_a_submit_learns_it(
+    db_url: str, slots: Slots
+) -> None:
+    """The slot's own claim withdraws its standing claim; one a submit fulfilled first
+    says so (BatchGiven) and assigns nothing, so the job has one owner."""
+    await slots.stand(0)
+    given = await submit_one(db_url, jobs(1)[0])
+    fresh_ids, payload = await submit_grouped(db_url, jobs(1, org_id="globex"))
+
+    with pytest.raises(BatchGiven):
+        await slots.claim(0, fresh=heard(payload))
+
+    assert await assigned_to(db_url, given) == slots.ids[0].device_id
+    assert await event_types(db_url, fresh_ids) == [["JobSubmitted", "JobGrouped"]]
+
+
+async def test_no_standing_claim_serves_an_org_with_a_limit_or_a_lapsed_agent(
+    db_url: str, slots: Slots
+) -> None:
+    """An org's limit is counted by the slots' own claims; a lapsed agent gets nothing."""
+    await slots.stand(0)
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        await conn.execute(QUERIES["set_org_limit"], {"org_id": "acme", "max_slots": 5})
+        limited = await submit_one(db_url, jobs(1, org_id="acme")[0])
+        await conn.execute("update agent_leases set expires_at = now()")
+        lapsed = await submit_one(db_url, jobs(1, org_id="globex")[0])
+
+    assert await assigned_to(db_url, limited) is None
+    assert await assigned_to(db_url, lapsed) is None

@@ -17,11 +17,15 @@ from uuid import UUID
 import attrs
 import psycopg
 
+from http_api.submit import parse
+from http_api.submit import submit as api_submit
 from ledger.announcement import announcement
+from ledger.codec import encode
 from ledger.decisions import TERMINAL, JobState, decide
 from ledger.events import JobGrouped, JobRetryScheduled, JobSubmitted, Metadata
 from ledger.store import RecordedEvent, StreamWrite, append_many
 from ledger.wakeup import Channel, Notifier
+from projections.grouping import resolve
 from projections.projector import Projector
 from runner import AgentConfig, ClaimPolicy, run_agent
 from runner.executors import SlotSpec
@@ -30,10 +34,12 @@ from tests.support.waiting import async_wait_until
 __all__ = [
     "PASSED_AT_ONCE",
     "agent_config",
+    "assigned_by_submit",
     "check_histories",
     "histories",
     "pipeline",
     "submit",
+    "submit_as_api",
     "submit_grouped",
     "wait_all_ended",
 ]
@@ -119,6 +125,35 @@ async def submit_grouped(
             "select pg_notify(%s, %s)", (Channel.JOBS.value, said if payload is None else payload)
         )
     return [write.stream_id for write in writes], said
+
+
+async def submit_as_api(conn: psycopg.AsyncConnection[Any], job: JobSubmitted) -> UUID:
+    """Submit one job through the API's statement: grouped, announced, and given to the
+    best standing claim there is (runner/standing.py). *conn* in autocommit mode."""
+    body = {key: value for key, value in encode(job)[1].items() if value is not None}
+    submitted = await api_submit(
+        conn,
+        parse(body, None),
+        grouping=resolve(),
+        actor="api",
+        idempotency_key=None,
+        request_id=None,
+    )
+    return UUID(submitted.jobs[0]["job_id"])
+
+
+async def assigned_by_submit(url: str, ids: Sequence[UUID]) -> set[UUID]:
+    """Those of the jobs whose first attempt their submit assigned, in its transaction."""
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        cursor = await conn.execute(
+            """
+            select a.stream_id from events a
+            join events s on s.stream_id = a.stream_id and s.version = 1
+            where a.stream_id = any(%(ids)s) and a.type = 'JobAssigned' and a.txid = s.txid
+            """,
+            {"ids": list(ids)},
+        )
+        return {row[0] for row in await cursor.fetchall()}
 
 
 @attrs.define
