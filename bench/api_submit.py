@@ -195,7 +195,7 @@ def latencies_ms(url: str, port: int) -> list[float]:
         _submit_paced(connection, 98)  # the warm-up round, not counted
         sent = _submit_paced(connection, 99)
         started = _started_at(url, 2 * LATENCY_JOBS)
-    missing = len(sent) - len(started)
+    missing = sum(1 for path in sent if path not in started)
     if missing:
         print(f"{missing} of {len(sent)} jobs had not started within 60 s", file=sys.stderr)
     stages = ", ".join(f"{name} {ms:.1f} ms" for name, ms in _stage_medians_ms(url).items())

@@ -1,12 +1,13 @@
 """Claiming a batch: one short transaction that picks a group and assigns its jobs.
 
-In one transaction the slot ends its previous batch's occupancy, chooses the best
-unit of work for itself and that unit's best jobs (runner/choose.py: the org's row is
-locked and its busy slots counted when it has a parallel limit, the jobs' rows locked
-SKIP LOCKED), then appends a JobAssigned to each at the version it was chosen at, all or
-nothing, and records the slot's occupancy, in one statement (claim_jobs). The append is
-the arbiter: if any job moved on meanwhile, the whole claim rolls back and is tried
-again, so exactly one slot owns an attempt.
+In one transaction the slot withdraws its standing claim (runner/standing.py), ends its
+previous batch's occupancy, chooses the best unit of work for itself and that unit's
+best jobs (runner/choose.py: the org's row is locked and its busy slots counted when it
+has a parallel limit, the jobs' rows locked SKIP LOCKED), then appends a JobAssigned to
+each at the version it was chosen at, all or nothing, and records the slot's occupancy,
+in one statement (claim_jobs). The append is the arbiter: if any job moved on
+meanwhile, the whole claim rolls back and is tried again, so exactly one slot owns an
+attempt.
 
 The claim's commit does not wait for its WAL flush: the device starts the batch about a
 millisecond sooner, and durability comes with the batch's first append (JobStarted),
