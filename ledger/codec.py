@@ -15,12 +15,13 @@ from typing import Any, TypeVar, get_args, get_origin
 from uuid import UUID
 
 import cattrs
+import orjson
 from cattrs.preconf.json import make_converter
 
 from ledger.errors import InvalidEvent
 from ledger.events import ALL_EVENT_TYPES, Event
 
-__all__ = ["converter", "decode", "encode", "event_type_name", "structure"]
+__all__ = ["converter", "decode", "encode", "event_type_name", "json_text", "structure"]
 
 T = TypeVar("T")
 
@@ -109,6 +110,13 @@ def decode(type_name: str, data: Any) -> Event:
         raise InvalidEvent(f"unknown event type {type_name!r}", field="type")
     event: Event = structure(data, cls)
     return event
+
+
+def json_text(value: object) -> str:
+    """*value* as JSON text, for a json or jsonb parameter: orjson writes UUIDs and
+    datetimes (with their offsets) as PostgreSQL reads them, several times faster than
+    the json module."""
+    return orjson.dumps(value).decode()
 
 
 def structure(data: Any, cls: type[T]) -> T:

@@ -15,12 +15,11 @@ from typing import Any, LiteralString
 from uuid import UUID
 
 import attrs
-import orjson
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.types.json import Jsonb
 
-from ledger.codec import converter, decode, encode
+from ledger.codec import converter, decode, encode, json_text
 from ledger.errors import ConcurrencyConflict
 from ledger.events import Event, Metadata
 from ledger.sqlfile import load_queries
@@ -149,11 +148,7 @@ def append_arguments(writes: Sequence[StreamWrite]) -> dict[str, Jsonb]:
                     "metadata": metadata,
                 }
             )
-    return {"events": Jsonb(events, dumps=_json_text)}
-
-
-def _json_text(value: Any) -> str:
-    return orjson.dumps(value).decode()
+    return {"events": Jsonb(events, dumps=json_text)}
 
 
 async def _append_one(conn: psycopg.AsyncConnection[Any], write: StreamWrite) -> list[Appended]:

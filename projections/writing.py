@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any, LiteralString
 
 import attrs
-import orjson
 
+from ledger.codec import json_text
 from ledger.sqlfile import load_queries
 from projections.deltas import GROUP_COUNTERS
 from projections.fold import Fold
@@ -57,7 +57,7 @@ def write_statements(fold: Fold) -> list[tuple[LiteralString, dict[str, Any]]]:
         if change.new is not None
     ]
     if new_groups:
-        statements.append((_QUERIES["create_groups"], {"rows": _json(new_groups)}))
+        statements.append((_QUERIES["create_groups"], {"rows": json_text(new_groups)}))
     if fold.groups:
         changes = [
             {
@@ -69,23 +69,19 @@ def write_statements(fold: Fold) -> list[tuple[LiteralString, dict[str, Any]]]:
             }
             for group_id, change in fold.groups.items()
         ]
-        statements.append((_QUERIES["add_to_groups"], {"rows": _json(changes)}))
+        statements.append((_QUERIES["add_to_groups"], {"rows": json_text(changes)}))
     depths = [
         {"org_id": org_id, "target": target, "status": status, "depth": delta}
         for (org_id, target, status), delta in fold.queue.items()
         if delta
     ]
     if depths:
-        statements.append((_QUERIES["add_to_queue_depth"], {"rows": _json(depths)}))
+        statements.append((_QUERIES["add_to_queue_depth"], {"rows": json_text(depths)}))
         statements.append((_QUERIES["drop_empty_queue_depth"], {}))
     return statements
 
 
 def _rows(rows: Sequence[object], columns: Sequence[str]) -> dict[str, str]:
     """The ``rows`` parameter of the write statements: *rows* as a JSON array of objects."""
-    return {"rows": _json([{column: getattr(row, column) for column in columns} for row in rows])}
-
-
-def _json(value: object) -> str:
-    # orjson writes UUIDs and datetimes (with their offsets) as PostgreSQL reads them.
-    return orjson.dumps(value).decode()
+    rows_json = json_text([{column: getattr(row, column) for column in columns} for row in rows])
+    return {"rows": rows_json}

@@ -85,7 +85,7 @@ class FreshJobs:
         if channel is not Channel.JOBS:
             return None
         try:
-            said = announced(payload) if payload else Announced(jobs=[])
+            said = announced(payload or "")
         except InvalidEvent as error:
             _log.warning("ignoring a notification on %s: %s", channel.value, error)
             said = Announced(jobs=[])

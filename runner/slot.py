@@ -136,11 +136,7 @@ class Slot:
                     # claim) may have given the slot a batch unbeknown to it.
                     await self._settle(conn)
                     await self._loop(conn)
-                    await self._settle(conn)
-                    await conn.execute(
-                        QUERIES["release_slot"],
-                        {"device_id": self.identity.device_id, "agent_id": services.agent_id},
-                    )
+                    await self._settle(conn)  # the slot's occupancy ends with it
                     return
             except psycopg.OperationalError as error:
                 _log.warning("slot %s lost its connection (%s)", self.device.spec.name, error)
@@ -197,7 +193,7 @@ class Slot:
                 await self._check_standing(conn)
             return await self._claim(conn, idle=idle, notified=notified)
         except BatchGiven:
-            # A submit fulfilled the standing claim this claim went to withdraw.
+            # Most likely a submit fulfilled the standing claim this claim went to withdraw.
             given = self._take_given()
             if given is None:
                 await self._hand_back_given(conn)

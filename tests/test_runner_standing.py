@@ -26,6 +26,9 @@ from tests.support.waiting import async_wait_until
 
 pytestmark = pytest.mark.anyio
 
+#: A job a submit gave to a slot that never heard of it, and so handed it back.
+GIVEN_AND_HANDED_BACK = ["JobSubmitted", "JobGrouped", "JobAssigned", "JobRetryScheduled"]
+
 JOB = JobSubmitted(
     org_id="acme", app_version_id="app-1", test_path="t.spec.js", target=Target.EMULATOR
 )
@@ -89,13 +92,7 @@ async def test_a_slot_that_never_heard_of_its_batch_hands_it_back(db_url: str) -
 
     assert await assigned_by_submit(db_url, [job_id]) == {job_id}
     (stream,) = (await histories(db_url, [job_id])).values()
-    assert [recorded.type for recorded in stream] == [
-        "JobSubmitted",
-        "JobGrouped",
-        "JobAssigned",
-        "JobRetryScheduled",
-        *PASSED_AT_ONCE[2:],
-    ]
+    assert [recorded.type for recorded in stream] == [*GIVEN_AND_HANDED_BACK, *PASSED_AT_ONCE[2:]]
     handed_back = stream[3].event
     assert isinstance(handed_back, JobRetryScheduled) and handed_back.handed_back
 
@@ -109,12 +106,7 @@ async def test_an_agent_stopping_hands_back_a_batch_it_never_heard_of(db_url: st
         job_id = await submit_unheard(db_url, JOB)
 
     (stream,) = (await histories(db_url, [job_id])).values()
-    assert [recorded.type for recorded in stream] == [
-        "JobSubmitted",
-        "JobGrouped",
-        "JobAssigned",
-        "JobRetryScheduled",
-    ]
+    assert [recorded.type for recorded in stream] == GIVEN_AND_HANDED_BACK
     async with await psycopg.AsyncConnection.connect(db_url) as conn:
         for table in ("standing_claims", "slot_occupancy"):
             row = await (await conn.execute(f"select count(*) from {table}")).fetchone()
