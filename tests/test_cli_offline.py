@@ -170,7 +170,7 @@ def test_console_script_exits_with_the_commands_status() -> None:
 
 
 @pytest.mark.slow
-def test_unreachable_server_exits_4_with_one_line_after_bounded_retries(
+def test_submit_and_wait_without_a_server_exits_4_with_one_line_after_bounded_retries(
     closed_port: int, tmp_path: Path
 ) -> None:
     server = f"http://127.0.0.1:{closed_port}"
@@ -179,7 +179,7 @@ def test_unreachable_server_exits_4_with_one_line_after_bounded_retries(
 
     # -I -S: no site-packages, so this also proves the CLI needs only the standard library.
     result = subprocess.run(
-        [sys.executable, "-I", "-S", qgjob.__file__, *README_SUBMIT],
+        [sys.executable, "-I", "-S", qgjob.__file__, *README_SUBMIT, "--wait"],
         env=env,
         cwd=tmp_path,
         capture_output=True,

@@ -26,7 +26,7 @@ from psycopg import sql
 
 from projections.projector import Projector
 from tests.github_steps import run_workflow_steps, runner_env
-from tests.support.api import REPO_ROOT, free_port, uvicorn_server
+from tests.support.api import REPO_ROOT, uvicorn_server
 
 pytestmark = pytest.mark.slow
 
@@ -197,21 +197,6 @@ def test_waiting_longer_than_the_timeout_exits_3(stack: str) -> None:
         "--timeout=2",
     )
     assert result.returncode == 3, result.stdout + result.stderr
-
-
-def test_without_a_server_the_cli_exits_4_naming_the_url() -> None:
-    server = f"http://127.0.0.1:{free_port()}"
-    result = qgjob(
-        server,
-        "submit",
-        "--org-id=qualgent",
-        "--app-version-id=xyz123",
-        "--test=tests/onboarding.spec.js",
-        "--target=device",
-        "--wait",
-    )
-    assert result.returncode == 4
-    assert server in result.stderr
 
 
 def _checkout(destination: Path) -> Path:
