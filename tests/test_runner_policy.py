@@ -44,16 +44,16 @@ def names(groups: list[QueuedGroup]) -> list[object]:
 
 
 def test_the_installed_app_comes_first_within_the_affinity_margin() -> None:
-    """An install is worth up to two points: a group of priority 6 waits for the slot's
-    own group of priority 5 to be done, one of priority 9 does not."""
+    """An install is worth up to four points: a group of priority 9 waits for the slot's
+    own group of priority 5 to be done, one of priority 10 does not."""
     ranked = rank_groups(
-        [group("close", priority=6), group("mine", priority=5)],
+        [group("close", priority=9), group("mine", priority=5)],
         installed={"mine"},
         policy=POLICY,
     )
     assert names(ranked) == ["mine", "close"]
     ranked = rank_groups(
-        [group("urgent", priority=9), group("mine", priority=5)],
+        [group("urgent", priority=10), group("mine", priority=5)],
         installed={"mine"},
         policy=POLICY,
     )
@@ -61,8 +61,8 @@ def test_the_installed_app_comes_first_within_the_affinity_margin() -> None:
 
 
 def test_affinity_gives_way_once_another_group_is_ahead_by_more_than_the_margin() -> None:
-    # 2 + 11 points of waiting: more than 2 (the margin) above the installed group.
-    old = group("old", priority=2, waited=11 / POLICY.ageing_per_s)
+    # 2 + 13 points of waiting: more than 4 (the margin) above the installed group.
+    old = group("old", priority=2, waited=13 / POLICY.ageing_per_s)
     ranked = rank_groups([group("mine", priority=10), old], installed={"mine"}, policy=POLICY)
     assert names(ranked) == ["old", "mine"]
 
