@@ -39,21 +39,24 @@ select org_id, job_ids from api_submissions where run_id = %(run_id)s;
 -- name: job
 select job_id, org_id, app_version_id, test_path, target, priority, status, run_id, group_id,
        device_id, attempts, flaky, failure_kind, last_error, build, repo, commit, tags,
-       max_attempts, timeout_s, submitted_at, started_at, finished_at, duration_s
+       max_attempts, timeout_s, supersede_key, rerun_of, submitted_at, started_at, finished_at,
+       duration_s, tests
 from jobs
 where job_id = %(job_id)s and (%(org_id)s::text is null or org_id = %(org_id)s);
 
 -- name: jobs_by_id
 select job_id, org_id, app_version_id, test_path, target, priority, status, run_id, group_id,
        device_id, attempts, flaky, failure_kind, last_error, build, repo, commit, tags,
-       max_attempts, timeout_s, submitted_at, started_at, finished_at, duration_s
+       max_attempts, timeout_s, supersede_key, rerun_of, submitted_at, started_at, finished_at,
+       duration_s, tests
 from jobs
 where job_id = any(%(job_ids)s::uuid[]);
 
 -- name: jobs_of_run
 select job_id, org_id, app_version_id, test_path, target, priority, status, run_id, group_id,
        device_id, attempts, flaky, failure_kind, last_error, build, repo, commit, tags,
-       max_attempts, timeout_s, submitted_at, started_at, finished_at, duration_s
+       max_attempts, timeout_s, supersede_key, rerun_of, submitted_at, started_at, finished_at,
+       duration_s, tests
 from jobs
 where run_id = %(run_id)s and (%(org_id)s::text is null or org_id = %(org_id)s)
 order by submitted_at, job_id;
@@ -62,7 +65,8 @@ order by submitted_at, job_id;
 -- Newest first, keyset-paginated on (submitted_at, job_id): the index jobs_by_org serves it.
 select job_id, org_id, app_version_id, test_path, target, priority, status, run_id, group_id,
        device_id, attempts, flaky, failure_kind, last_error, build, repo, commit, tags,
-       max_attempts, timeout_s, submitted_at, started_at, finished_at, duration_s
+       max_attempts, timeout_s, supersede_key, rerun_of, submitted_at, started_at, finished_at,
+       duration_s, tests
 from jobs
 where (%(org_id)s::text is null or org_id = %(org_id)s)
   and (%(status)s::text is null or status = %(status)s)
@@ -75,7 +79,7 @@ limit %(limit)s;
 
 -- name: groups
 select group_id, org_id, strategy, group_key, app_version_id, target, created_at, queued,
-       assigned, running, passed, failed, cancelled, timed_out, installs, updated_at
+       assigned, running, passed, failed, errored, cancelled, timed_out, installs, updated_at
 from groups
 where (%(org_id)s::text is null or org_id = %(org_id)s)
 order by updated_at desc, group_id
@@ -125,7 +129,7 @@ select org_id, target, status, depth from queue_depth;
 select target, status, width_bucket(duration_s, %(bounds)s::float8[]) as bucket,
        count(*)::bigint as jobs, sum(duration_s) as total_s
 from jobs
-where duration_s is not null and status in ('passed', 'failed', 'timed_out')
+where duration_s is not null and status in ('passed', 'failed', 'error', 'timed_out')
 group by target, status, bucket;
 
 -- name: device_states
@@ -143,3 +147,25 @@ group by target;
 -- name: projector_lag
 -- One row per projector: name, events behind, seconds behind, whether one is running.
 select name, events_behind, seconds_behind, running from projector_lag order by name;
+
+-- name: superseded_jobs
+-- The unfinished jobs of the organisation's runs other than this one with the same
+-- supersede key, submitted before it (index jobs_by_supersede_key).
+select job_id, org_id, status, run_id
+from jobs
+where org_id = %(org_id)s
+  and supersede_key = %(supersede_key)s
+  and run_id is distinct from %(run_id)s
+  and submitted_at < %(before)s
+  and status in ('submitted', 'grouped', 'retrying', 'assigned', 'running')
+order by submitted_at, job_id;
+
+-- name: test_history
+-- The auditor view test_history (migrations/080), flaky tests only unless asked for all.
+select org_id, test_file, test_title, runs, passes, failures, flaky_passes, flake_rate,
+       last_failure, median_duration_s
+from test_history
+where (%(org_id)s::text is null or org_id = %(org_id)s)
+  and (not %(flaky_only)s or flaky_passes > 0)
+order by flake_rate desc, runs desc, test_file, test_title
+limit %(limit)s;

@@ -20,7 +20,17 @@ from http_api.views import Json, job_from_history, job_from_row, jsonable
 from ledger.sqlfile import load_queries
 from ledger.store import read_stream
 
-__all__ = ["JobFilter", "devices", "groups", "job", "jobs", "jobs_page", "run"]
+__all__ = [
+    "JobFilter",
+    "devices",
+    "groups",
+    "job",
+    "jobs",
+    "jobs_page",
+    "run",
+    "superseded_jobs",
+    "test_history",
+]
 
 _QUERIES = load_queries(Path(__file__).with_name("queries.sql"))
 Conn = psycopg.AsyncConnection[Any]
@@ -109,4 +119,21 @@ async def groups(conn: Conn, org_id: str | None, limit: int) -> list[Json]:
 
 async def devices(conn: Conn, org_id: str | None) -> list[Json]:
     rows = await _rows(conn, _QUERIES["devices"], {"org_id": org_id})
+    return [jsonable(row) for row in rows]
+
+
+async def superseded_jobs(
+    conn: Conn, org_id: str, supersede_key: str, run_id: UUID, before: dt.datetime
+) -> list[Json]:
+    """The unfinished jobs of *org_id*'s other runs with this key, submitted before *before*."""
+    params = {"org_id": org_id, "supersede_key": supersede_key, "run_id": run_id, "before": before}
+    rows = await _rows(conn, _QUERIES["superseded_jobs"], params)
+    return [jsonable(row) for row in rows]
+
+
+async def test_history(
+    conn: Conn, org_id: str | None, *, flaky_only: bool, limit: int
+) -> list[Json]:
+    params = {"org_id": org_id, "flaky_only": flaky_only, "limit": limit}
+    rows = await _rows(conn, _QUERIES["test_history"], params)
     return [jsonable(row) for row in rows]
