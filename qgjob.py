@@ -719,6 +719,8 @@ def _status_line(job: Json) -> str:
     lines = [f"{job['job_id']}  {job['status']}  {job['test_path']}  ({', '.join(details)})"]
     if job.get("last_error"):
         lines.append(f"last error: {job['last_error']}")
+    if job.get("waiting"):
+        lines.append(f"waiting: {job['waiting']['message']}")
     for case in job.get("tests") or []:
         lines.append(
             f"  {case['status']:<11} {_seconds(case.get('duration_s')):>7}  {_case_title(case)}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from http_api.waiting import WAIT_REASONS
 from ledger.decisions import JobStatus
 from ledger.events import CaseStatus, Target
 
@@ -138,6 +139,19 @@ SCHEMAS: Json = {
                 "type": ["array", "null"],
                 "items": ref("TestCase"),
                 "description": "the test cases of the last finished attempt, when reported",
+            },
+            "waiting": {
+                "type": ["object", "null"],
+                "description": "GET /jobs/{id} only: what holds a queued job",
+                "properties": {
+                    "reason": {"type": "string", "enum": list(WAIT_REASONS)},
+                    "message": {"type": "string"},
+                    "until": {"type": "string", "format": "date-time"},
+                    "jobs_ahead": {"type": "integer"},
+                    "slots": {"type": "integer"},
+                    "org_max_slots": {"type": "integer"},
+                    "org_slots_used": {"type": "integer"},
+                },
             },
         },
     },

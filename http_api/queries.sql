@@ -169,3 +169,24 @@ where (%(org_id)s::text is null or org_id = %(org_id)s)
   and (not %(flaky_only)s or flaky_passes > 0)
 order by flake_rate desc, runs desc, test_file, test_title
 limit %(limit)s;
+
+-- name: job_wait
+-- What holds a waiting job, from the projection and the runner's live state: its retry
+-- backoff, the live slots of its target and how many are busy, the jobs a slot would
+-- take before it (the queue view), and its organisation's slot limit and use.
+select j.target,
+       j.not_before,
+       j.not_before is not null and j.not_before > now() as backing_off,
+       (select count(*)
+        from agent_slots s join agent_leases l on l.agent_id = s.agent_id
+        where s.target = j.target and l.expires_at > now())::integer as slots,
+       (select count(*)
+        from slot_occupancy o join agent_leases l on l.agent_id = o.agent_id
+        where o.target = j.target and l.expires_at > now())::integer as busy_slots,
+       (select q.claim_rank - 1 from queue q where q.job_id = j.job_id)::integer as jobs_ahead,
+       lim.max_slots as org_max_slots,
+       (select count(*) from slot_occupancy o where o.org_id = j.org_id)::integer
+           as org_slots_used
+from jobs j
+left join org_limits lim on lim.org_id = j.org_id
+where j.job_id = %(job_id)s and j.status in ('submitted', 'grouped', 'retrying');

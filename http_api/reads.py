@@ -17,6 +17,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from http_api.views import Json, job_from_history, job_from_row, jsonable
+from http_api.waiting import wait_reason
 from ledger.sqlfile import load_queries
 from ledger.store import read_stream
 
@@ -52,11 +53,14 @@ async def _from_stream(conn: Conn, job_id: UUID, org_id: str | None) -> Json | N
 
 
 async def job(conn: Conn, job_id: UUID, org_id: str | None) -> Json | None:
-    """The job, if it exists and belongs to *org_id* (any org when None)."""
+    """The job, if it exists and belongs to *org_id* (any org when None); a job that
+    waits for a device says what holds it (``waiting``)."""
     rows = await _rows(conn, _QUERIES["job"], {"job_id": job_id, "org_id": org_id})
-    if rows:
-        return job_from_row(rows[0])
-    return await _from_stream(conn, job_id, org_id)
+    document = job_from_row(rows[0]) if rows else await _from_stream(conn, job_id, org_id)
+    if document is not None:
+        waits = await _rows(conn, _QUERIES["job_wait"], {"job_id": job_id}) if rows else []
+        document["waiting"] = wait_reason(waits[0]) if waits else None
+    return document
 
 
 async def jobs(conn: Conn, job_ids: Sequence[UUID], org_id: str | None) -> list[Json]:
