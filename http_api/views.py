@@ -62,6 +62,8 @@ def jsonable(value: Any) -> Any:
 def job_from_row(row: Mapping[str, Any]) -> Json:
     job: Json = jsonable(row)
     job["flaky"] = bool(job["flaky"])
+    # Only GET /jobs/{id} says what holds a queued job (http_api/reads.py).
+    job["waiting"] = None
     return job
 
 
@@ -100,6 +102,7 @@ def job_from_history(job_id: UUID, history: Sequence[tuple[Event, dt.datetime]])
         "finished_at": None,
         "duration_s": None,
         "tests": None,
+        "waiting": None,
     }
     failed_test = False
     for event, at in history[1:]:
