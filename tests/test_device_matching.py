@@ -124,12 +124,15 @@ def test_a_job_for_a_device_nobody_has_is_reported_unschedulable(
         status = qgjob(server, "status", f"--job-id={job_id}", "--json")
         assert status.returncode == 0, status.stderr
         job = json.loads(status.stdout)
-        if job["unschedulable"] or time.monotonic() > deadline:
+        if job["waiting"] or time.monotonic() > deadline:
             break
     assert job["status"] == "grouped"
-    assert job["unschedulable"] == "no live browserstack slot offers device Galaxy S24"
+    assert job["waiting"] == {
+        "reason": "no_device",
+        "message": "no live browserstack slot offers device Galaxy S24",
+    }
     shown = qgjob(server, "status", f"--job-id={job_id}")
-    assert "cannot start: no live browserstack slot offers device Galaxy S24" in shown.stdout
+    assert "waiting: no live browserstack slot offers device Galaxy S24" in shown.stdout
 
 
 def test_a_device_matrix_runs_every_spec_on_every_profile_in_one_run(

@@ -13,6 +13,7 @@ from uuid import UUID
 import attrs
 
 from ledger.errors import InfrastructureError
+from ledger.events import CaseResult
 
 __all__ = [
     "OUTPUT_LIMIT",
@@ -111,6 +112,8 @@ class Outcome:
     duration_s: float
     #: The end of the job's output (at most OUTPUT_LIMIT characters).
     output: str = ""
+    #: Each test case of the job's spec, when the executor can tell them apart.
+    tests: tuple[CaseResult, ...] = ()
 
 
 class BatchReporter(Protocol):
