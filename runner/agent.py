@@ -67,7 +67,7 @@ class Agent:
         self.slots: list[Slot] = []
         self._targets = frozenset(spec.target for spec in config.slots)
         self._lease_lost = asyncio.Event()
-        self._wakeups = WakeUps()
+        self._wakeups = WakeUps((spec.target, spec.kind) for spec in config.slots)
         self._rng = random.Random()
 
     @property
@@ -236,7 +236,7 @@ class Agent:
         while True:
             await asyncio.sleep(self.config.poll_interval_s * self._rng.uniform(0.5, 1.5))
             for target in self._targets:
-                self._wakeups.wake_one(target)
+                self._wakeups.wake_target(target)
 
     async def _renew(self, conn: psycopg.AsyncConnection[Any]) -> None:
         params = {"agent_id": self.agent_id, "ttl_s": self.config.lease_ttl_s}
@@ -267,7 +267,7 @@ class Agent:
         """Work may wait for *target* (None: the listener reconnected, and may have missed
         notifications for any target)."""
         for woken in self._targets if target is None else self._targets & {target}:
-            self._wakeups.wake_one(woken)
+            self._wakeups.wake_target(woken)
 
     def _jobs_lost(self, job_ids: Sequence[UUID]) -> None:
         for slot in self.slots:
