@@ -17,16 +17,22 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-import attrs
-import uvloop
+try:
+    import attrs
+    import uvloop
 
-from ledger.embedded import DATABASE_URL_ENV, EmbeddedCluster, database_url
-from ledger.errors import QgjobError
-from ledger.migrate import apply_migrations
+    from ledger.embedded import DATABASE_URL_ENV, EmbeddedCluster, database_url
+    from ledger.errors import QgjobError
+    from ledger.migrate import apply_migrations
+except ModuleNotFoundError as missing:  # `pip install qgjob` is the CLI alone
+    sys.exit(f"qgjobd: {missing.name} is missing: the server is pip install 'qgjob[server]'")
 
 __all__ = ["build_parser", "main"]
 
 Command = Callable[[argparse.Namespace], int]
+
+#: The address ``up`` and ``api`` bind by default; the container image sets 0.0.0.0.
+HOST_ENV = "QGJOB_HOST"
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
@@ -174,6 +180,15 @@ def run_until_signalled(service: Callable[[asyncio.Event], Awaitable[None]]) -> 
     return 0
 
 
+def _add_address_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--host",
+        default=os.environ.get(HOST_ENV, "127.0.0.1"),
+        help=f"address to bind (default: ${HOST_ENV} or 127.0.0.1)",
+    )
+    parser.add_argument("--port", type=int, default=8000, help="port to bind (default: 8000)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qgjobd",
@@ -200,8 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     up = commands.add_parser(
         "up", help="run everything locally: database, API, projector, simulated devices"
     )
-    up.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    up.add_argument("--port", type=int, default=8000, help="port to bind (default: 8000)")
+    _add_address_arguments(up)
     up.add_argument(
         "--slots", default=UP_SLOTS, help=f"simulated device slots (default: {UP_SLOTS})"
     )
@@ -234,8 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     runner.set_defaults(run=_runner)
 
     api = commands.add_parser("api", help="serve the HTTP API (uvicorn)")
-    api.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    api.add_argument("--port", type=int, default=8000, help="port to bind (default: 8000)")
+    _add_address_arguments(api)
     api.add_argument(
         "--auth",
         choices=["token", "local"],

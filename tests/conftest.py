@@ -20,6 +20,7 @@ from psycopg import sql
 from ledger.embedded import EmbeddedCluster
 from ledger.migrate import apply_migrations
 from tests.support.dirs import server_dir
+from tests.support.packaging import Distributions, build_distributions
 
 
 @pytest.fixture(scope="session")
@@ -119,3 +120,9 @@ def empty_db_url(pg_server_url: str) -> Iterator[str]:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def distributions(tmp_path_factory: pytest.TempPathFactory) -> Distributions:
+    """qgjob's wheel and sdist as `python -m build` makes them, and the server's wheelhouse."""
+    return build_distributions(tmp_path_factory.mktemp("distributions"))
