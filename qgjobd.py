@@ -14,11 +14,13 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 try:
     import attrs
+    import psycopg
     import uvloop
 
     from ledger.embedded import DATABASE_URL_ENV, EmbeddedCluster, database_url
@@ -35,8 +37,42 @@ Command = Callable[[argparse.Namespace], int]
 HOST_ENV = "QGJOB_HOST"
 
 
+#: How long a role waits at start for an external PostgreSQL to accept connections:
+#: services started together (a compose file) come up in any order.
+DATABASE_WAIT_S = 60.0
+_log = logging.getLogger("qgjobd")
+
+
 def _data_dir(args: argparse.Namespace) -> Path:
     return Path(args.data_dir) / "pg"
+
+
+def _database(args: argparse.Namespace) -> str:
+    """The database's URL, once it accepts connections: the embedded one is started."""
+    url = database_url(_data_dir(args))
+    if os.environ.get(DATABASE_URL_ENV):
+        _wait_for_database(url, DATABASE_WAIT_S)
+    return url
+
+
+def _wait_for_database(url: str, timeout: float) -> None:
+    # libpq reports "not up yet" and "wrong password" alike, so every failure is retried
+    # until the deadline and each new reason is logged as it comes.
+    deadline = time.monotonic() + timeout
+    reported = ""
+    while True:
+        try:
+            psycopg.connect(url, connect_timeout=5).close()
+            return
+        except psycopg.OperationalError as error:
+            if time.monotonic() > deadline:
+                raise QgjobError(
+                    f"the database did not accept a connection within {timeout:g} s: {error}"
+                ) from None
+            if str(error) != reported:
+                reported = str(error)
+                _log.info("waiting for the database: %s", reported)
+            time.sleep(1)
 
 
 def _db(args: argparse.Namespace) -> int:
@@ -56,7 +92,7 @@ def _db(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    applied = apply_migrations(database_url(_data_dir(args)))
+    applied = apply_migrations(_database(args))
     print("\n".join(f"applied {name}" for name in applied) or "schema is up to date")
     return 0
 
@@ -64,7 +100,7 @@ def _migrate(args: argparse.Namespace) -> int:
 def _api(args: argparse.Namespace) -> int:
     from http_api.serve import run_api
 
-    url = database_url(_data_dir(args))
+    url = _database(args)
     apply_migrations(url)
     local_mode = args.auth == "local"
     return run_api(
@@ -80,7 +116,7 @@ def _api(args: argparse.Namespace) -> int:
 def _token(args: argparse.Namespace) -> int:
     from http_api.auth import create_token
 
-    url = database_url(_data_dir(args))
+    url = _database(args)
     apply_migrations(url)
     try:
         print(create_token(url, args.org, label=args.label))
@@ -95,7 +131,7 @@ def _runner(args: argparse.Namespace) -> int:
     from runner.cli import config_from_args
 
     config = config_from_args(args)
-    url = database_url(_data_dir(args))
+    url = _database(args)
     apply_migrations(url)
     return run_until_signalled(functools.partial(run_agent, url, config))
 
@@ -103,7 +139,7 @@ def _runner(args: argparse.Namespace) -> int:
 def _projector(args: argparse.Namespace) -> int:
     from projections.commands import projector_from_args
 
-    url = database_url(_data_dir(args))
+    url = _database(args)
     apply_migrations(url)
     return run_until_signalled(projector_from_args(url, args).run)
 
@@ -111,7 +147,7 @@ def _projector(args: argparse.Namespace) -> int:
 def _rebuild(args: argparse.Namespace) -> int:
     from projections.commands import run_rebuild
 
-    url = database_url(_data_dir(args))
+    url = _database(args)
     apply_migrations(url)
     return run_rebuild(url, args.name, args.grouping)
 
@@ -136,7 +172,7 @@ def _up(args: argparse.Namespace) -> int:
         print(f"qgjobd: --simulated: {error}", file=sys.stderr)
         return 2
     config = AgentConfig(name="local", slots=slots_from_spec(args.slots), simulated=simulated)
-    logging.getLogger("qgjobd").info(
+    _log.info(
         "qgjob on http://%s:%d in local mode: no API tokens needed, every org is served. "
         "Devices are SIMULATED (%s; %s). Ctrl-C stops everything.",
         args.host, args.port, args.slots, args.simulated,
@@ -153,7 +189,7 @@ def _up(args: argparse.Namespace) -> int:
     # Ctrl-C stops everything, the embedded PostgreSQL too, unless it was running before.
     cluster = None if os.environ.get(DATABASE_URL_ENV) else EmbeddedCluster(_data_dir(args))
     started_here = cluster is not None and cluster.status() is None
-    url = database_url(_data_dir(args))
+    url = _database(args)
     try:
         apply_migrations(url)
         return run_until_signalled(everything)
