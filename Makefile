@@ -23,10 +23,11 @@ browser:
 # The container tests build and run the image with Debian's podman, its runtime runc
 # (crun cannot run on these machines' hybrid cgroups) and a base image debootstrap makes;
 # installed when missing and when we may, else those tests say why they skipped.
+# netavark and aardvark-dns give compose's services a network with a name for each.
+CONTAINER_PACKAGES := podman runc netavark aardvark-dns debootstrap
 containers:
-	@{ command -v podman && command -v runc && command -v debootstrap; } >/dev/null || \
-		[ "$$(id -u)" != 0 ] || { apt-get update -qq && apt-get install -y -qq \
-		podman runc netavark aardvark-dns debootstrap >/dev/null; }
+	@dpkg -s $(CONTAINER_PACKAGES) >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
+		{ apt-get update -qq && apt-get install -y -qq $(CONTAINER_PACKAGES) >/dev/null; }
 
 test: $(STAMP) browser containers
 	$(BIN)/pytest
