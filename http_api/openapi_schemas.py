@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ledger.capabilities import Platform
 from ledger.decisions import JobStatus
 from ledger.events import Target
 
@@ -13,6 +14,7 @@ Json = dict[str, Any]
 
 STATUSES = [status.value for status in JobStatus]
 _TARGETS = [target.value for target in Target]
+_PLATFORMS = [platform.value for platform in Platform]
 
 
 def ref(name: str) -> Json:
@@ -45,6 +47,16 @@ _SUBMIT_FIELDS: Json = {
     "test_path": {"type": "string", "description": "one AppWright spec (a single job)"},
     "target": {"type": "string", "enum": _TARGETS},
     "priority": {"type": "integer", "minimum": 1, "maximum": 10, "default": 5},
+    "platform": {
+        "type": ["string", "null"],
+        "enum": [*_PLATFORMS, None],
+        "description": "what the device must run; absent: inferred from the build's suffix",
+    },
+    "device": {"type": ["string", "null"], "description": "a device model, e.g. Pixel 8"},
+    "os_version": {
+        "type": ["string", "null"],
+        "description": "an OS version prefix: 14 is met by 14 and 14.1",
+    },
     "build": {"type": ["string", "null"], "description": "app binary: path, URL or bs:// id"},
     "repo": {"type": ["string", "null"]},
     "commit": {"type": ["string", "null"]},
@@ -93,7 +105,19 @@ SCHEMAS: Json = {
                 "minItems": 1,
                 "maxItems": 1000,
             },
+            "profiles": {
+                "type": "array",
+                "description": "a device matrix: one job per test per profile, in one run",
+                "items": ref("DeviceProfile"),
+                "minItems": 1,
+                "maxItems": 20,
+            },
         },
+    },
+    "DeviceProfile": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {name: _SUBMIT_FIELDS[name] for name in ("platform", "device", "os_version")},
     },
     "Job": {
         "type": "object",
@@ -103,8 +127,15 @@ SCHEMAS: Json = {
             "app_version_id": {"type": "string"},
             "test_path": {"type": "string"},
             "target": {"type": "string", "enum": _TARGETS},
+            "platform": {"type": ["string", "null"]},
+            "device": {"type": ["string", "null"]},
+            "os_version": {"type": ["string", "null"]},
             "priority": {"type": "integer"},
             "status": {"type": "string", "enum": STATUSES},
+            "unschedulable": {
+                "type": ["string", "null"],
+                "description": "why no live device slot can take this waiting job",
+            },
             "run_id": {"type": ["string", "null"], "format": "uuid"},
             "group_id": {"type": ["string", "null"], "format": "uuid"},
             "device_id": {"type": ["string", "null"], "format": "uuid"},
