@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
 try:
@@ -49,10 +50,25 @@ def _data_dir(args: argparse.Namespace) -> Path:
 
 def _database(args: argparse.Namespace) -> str:
     """The database's URL, once it accepts connections: the embedded one is started."""
-    url = database_url(_data_dir(args))
-    if os.environ.get(DATABASE_URL_ENV):
-        _wait_for_database(url, DATABASE_WAIT_S)
+    with _sigterm_interrupts():
+        url = database_url(_data_dir(args))
+        if os.environ.get(DATABASE_URL_ENV):
+            _wait_for_database(url, DATABASE_WAIT_S)
     return url
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM interrupts what runs inside, as Ctrl-C does.
+
+    A container's PID 1 ignores a signal it has no handler for, and the services install
+    theirs only once they run: without this, `docker stop` would wait out its grace.
+    """
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _wait_for_database(url: str, timeout: float) -> None:

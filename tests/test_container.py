@@ -37,8 +37,10 @@ def test_the_image_runs_up_serves_a_suite_and_stops_cleanly_on_sigterm(qgjob_ima
             ],
             cwd=REPO_ROOT, capture_output=True, text=True, timeout=90,
         )
-        assert submitted.returncode == 0, submitted.stdout + submitted.stderr + _logs(name)
-        assert "2 passed" in submitted.stdout
+        # The default command simulates devices on which a test fails now and then (5%):
+        # exit 1 with a failed test is the suite run to its end just as much as exit 0.
+        assert submitted.returncode in (0, 1), submitted.stdout + submitted.stderr + _logs(name)
+        assert "(2/2 done)" in submitted.stdout
 
         # SIGTERM, then SIGKILL once the grace is over: exit code 0 means it stopped itself.
         podman("stop", "--time", str(STOP_GRACE_S), name, timeout=STOP_GRACE_S + 30)
@@ -52,3 +54,21 @@ def test_the_image_runs_up_serves_a_suite_and_stops_cleanly_on_sigterm(qgjob_ima
 def _logs(name: str) -> str:
     done = podman("logs", name, check=False)
     return done.stdout + done.stderr
+
+
+def test_a_role_still_waiting_for_its_database_stops_on_sigterm(qgjob_image: str) -> None:
+    name = f"qgjob-test-{uuid.uuid4().hex[:8]}"
+    nothing_listens = "postgresql://qgjob@127.0.0.1:1/qgjob"
+    podman(
+        "run", "--detach", "--name", name, "--env", f"QGJOB_DATABASE_URL={nothing_listens}",
+        qgjob_image, "runner", "--executor=simulated", "--slots=emulator:1",
+    )
+    try:
+        wait_until(
+            lambda: "waiting for the database" in _logs(name), timeout=30, what="the wait"
+        )
+        podman("stop", "--time", str(STOP_GRACE_S), name, timeout=STOP_GRACE_S + 30)
+        state = podman("inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip()
+        assert state == "130", f"stopped with {state}, not by its own SIGTERM handling"
+    finally:
+        podman("rm", "--force", name, check=False)
