@@ -36,8 +36,6 @@ Command = Callable[[argparse.Namespace], int]
 
 #: The address ``up`` and ``api`` bind by default; the container image sets 0.0.0.0.
 HOST_ENV = "QGJOB_HOST"
-
-
 #: How long a role waits at start for an external PostgreSQL to accept connections:
 #: services started together (a compose file) come up in any order.
 DATABASE_WAIT_S = 60.0
