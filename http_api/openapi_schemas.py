@@ -33,7 +33,8 @@ def error_bodies(*statuses: int) -> Json:
         404: "no such thing for this organisation",
         409: "the job's history does not allow it",
         413: "body larger than 64 KiB",
-        422: "Idempotency-Key reused for another request",
+        422: "Idempotency-Key reused for another request, or a bundle or build this "
+        "organisation has not uploaded",
         503: "the database is unavailable",
     }
     return {str(status): json_body(ref("Error"), meaning[status]) for status in statuses}
@@ -45,13 +46,21 @@ _SUBMIT_FIELDS: Json = {
     "test_path": {"type": "string", "description": "one AppWright spec (a single job)"},
     "target": {"type": "string", "enum": _TARGETS},
     "priority": {"type": "integer", "minimum": 1, "maximum": 10, "default": 5},
-    "build": {"type": ["string", "null"], "description": "app binary: path, URL or bs:// id"},
+    "build": {
+        "type": ["string", "null"],
+        "description": "app binary: path, URL, bs:// id, or sha256:<hex> of an uploaded build",
+    },
     "repo": {"type": ["string", "null"]},
     "commit": {"type": ["string", "null"]},
     "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 32},
     "max_attempts": {"type": "integer", "minimum": 1, "maximum": 10, "default": 1},
     "timeout_s": {"type": ["number", "null"], "exclusiveMinimum": 0},
     "queue_timeout_s": {"type": ["number", "null"], "exclusiveMinimum": 0},
+    "bundle": {
+        "type": ["string", "null"],
+        "pattern": "^sha256:[0-9a-f]{64}$",
+        "description": "test bundle the specs run from: sha256:<hex> of an uploaded bundle",
+    },
     "force": {
         "type": "boolean",
         "default": False,

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from http_api.auth import Authenticator
 from http_api.changes import ReadModelChanges
 from http_api.metrics import Metrics
+from ledger.blobs import BlobKind, BlobStore, PostgresBlobStore, limits_from_environment
 from ledger.wakeup import Channel, Listener, Notifier
 from projections.grouping import resolve
 
@@ -37,10 +38,14 @@ class Settings:
     #: The grouping strategy jobs are grouped by as they are submitted; None means
     #: $QGJOB_GROUPING or ``app_version`` (see projections/grouping.py).
     grouping: str | None = None
+    #: The largest blob of each kind an upload may store, in bytes; by default
+    #: $QGJOB_MAX_BUILD_BYTES and $QGJOB_MAX_BUNDLE_BYTES, else 2 GiB and 200 MiB.
+    blob_limits: dict[BlobKind, int] = attrs.field(factory=limits_from_environment)
 
 
 class Services:
-    """The connection pool, auth, change feed, notifier, grouping and metrics of one app.
+    """The connection pool, auth, blob store, change feed, notifier, grouping and metrics of
+    one app.
 
     Raises UnknownStrategy for a grouping strategy that does not exist.
     """
@@ -58,6 +63,7 @@ class Services:
             kwargs={"autocommit": True},
             name="qgjob-api",
         )
+        self.blobs: BlobStore = PostgresBlobStore(self.pool)
         self.auth = Authenticator(self.pool, local_mode=settings.local_mode)
         self.listener = Listener(url, channels=(Channel.PROJECTIONS,))
         self.changes = ReadModelChanges(self.pool, self.listener)
