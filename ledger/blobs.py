@@ -34,7 +34,9 @@ from ledger.sqlfile import load_queries
 __all__ = [
     "CHUNK_BYTES",
     "DEFAULT_LIMITS",
+    "DEFAULT_RETENTION",
     "LIMIT_ENV",
+    "RETENTION_ENV",
     "Blob",
     "BlobKind",
     "BlobStore",
@@ -44,6 +46,7 @@ __all__ = [
     "is_digest",
     "limits_from_environment",
     "reference",
+    "retention_from_environment",
 ]
 
 _QUERIES = load_queries(Path(__file__).with_name("blobs.sql"))
@@ -63,6 +66,9 @@ DEFAULT_LIMITS: Mapping[BlobKind, int] = {
     BlobKind.BUILD: 2 * 1024**3,
     BlobKind.BUNDLE: 200 * 1024**2,
 }
+#: How long a blob no job names is kept; $QGJOB_BLOB_RETENTION_DAYS overrides it.
+DEFAULT_RETENTION = dt.timedelta(days=7)
+RETENTION_ENV = "QGJOB_BLOB_RETENTION_DAYS"
 #: The environment variables that override the size limits, in bytes.
 LIMIT_ENV: Mapping[BlobKind, str] = {
     BlobKind.BUILD: "QGJOB_MAX_BUILD_BYTES",
@@ -82,6 +88,21 @@ def limits_from_environment() -> dict[BlobKind, int]:
             raise ValueError(f"{name} must be a positive number of bytes, not {text!r}")
         limits[kind] = int(text)
     return limits
+
+
+def retention_from_environment() -> dt.timedelta:
+    """$QGJOB_BLOB_RETENTION_DAYS (a number of days, fractions allowed), or the default.
+    Raises ValueError for a value that is not a number of days >= 0."""
+    text = os.environ.get(RETENTION_ENV)
+    if text is None:
+        return DEFAULT_RETENTION
+    try:
+        days = float(text)
+    except ValueError:
+        days = -1.0
+    if not 0 <= days < 100_000:
+        raise ValueError(f"{RETENTION_ENV} must be a number of days, not {text!r}")
+    return dt.timedelta(days=days)
 
 
 def is_digest(text: str) -> bool:

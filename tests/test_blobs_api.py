@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator
 import psycopg
 import pytest
 
+from http_api import create_app
 from http_api.auth import create_token
 from ledger.blobs import CHUNK_BYTES, collect_garbage
 from ledger.store import read_stream
 from projections import Projector
 from tests.support.api import api_client, job_body, ledger_state
 from tests.support.blobs import blob_state, chunk_rows, project_bundle, sha256, tar_gz
+from tests.support.waiting import async_wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -231,3 +233,38 @@ async def test_garbage_collection_keeps_what_unfinished_jobs_name(db_url: str) -
     assert collected == [("qualgent", sha256(BUILD))]
     assert [row[2] for row in blob_state(db_url)] == ["bundle"]
     assert chunk_rows(db_url) == 1
+
+
+async def test_the_api_collects_blobs_past_their_retention_as_it_starts(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with api_client(db_url) as client:
+        await client.put(_put(sha256(BUILD)), content=BUILD)
+    assert len(blob_state(db_url)) == 1, "kept while within the default retention"
+    monkeypatch.setenv("QGJOB_BLOB_RETENTION_DAYS", "0")
+    async with api_client(db_url):
+        await async_wait_until(
+            lambda: _no_blobs(db_url), what="the collector to remove the unreferenced blob"
+        )
+    assert chunk_rows(db_url) == 0
+
+
+async def _no_blobs(url: str) -> bool:
+    return blob_state(url) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("QGJOB_MAX_BUILD_BYTES", "0"),
+        ("QGJOB_MAX_BUNDLE_BYTES", "1e6"),
+        ("QGJOB_BLOB_RETENTION_DAYS", "-1"),
+        ("QGJOB_BLOB_RETENTION_DAYS", "a week"),
+    ],
+)
+def test_a_bad_blob_setting_stops_the_api_and_names_it(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=name):
+        create_app(db_url, local_mode=True)
