@@ -278,7 +278,9 @@ class Client:
             code, field = error.get("code"), error.get("field")
         except (ValueError, KeyError, TypeError):
             reason = http.client.responses.get(status, "error")
-            return ApiError(self.server, status, f"{reason}, not from the qgjob API", None, None)
+            # An answer to HEAD has no body to say more.
+            text = reason if not payload else f"{reason}, not from the qgjob API"
+            return ApiError(self.server, status, text, None, None)
         return ApiError(
             self.server,
             status,

@@ -9,6 +9,8 @@ as if it did not exist.
 
 from __future__ import annotations
 
+import re
+import urllib.parse
 from collections.abc import AsyncIterable, AsyncIterator
 
 from starlette.requests import Request
@@ -27,6 +29,7 @@ __all__ = ["get_blob", "put_blob"]
 
 _KINDS = tuple(kind.value for kind in BlobKind)
 _MAX_NAME = 255
+_FILE_NAME = re.compile(r"^[^\x00-\x1f\x7f/\\]+$")
 
 
 async def put_blob(request: Request) -> JSONResponse:
@@ -39,8 +42,13 @@ async def put_blob(request: Request) -> JSONResponse:
         raise ApiError(400, "invalid_query", f"kind is required: {', '.join(_KINDS)}", field="kind")
     kind = BlobKind(kind_text)
     name = query_text(request, "name", max_len=_MAX_NAME) or sha256
-    if "/" in name or name in (".", ".."):
-        raise ApiError(400, "invalid_query", "name must be a file name, without '/'", field="name")
+    if not _FILE_NAME.match(name) or name in (".", ".."):
+        raise ApiError(
+            400,
+            "invalid_query",
+            "name must be a file name: printable characters, without '/' or '\\'",
+            field="name",
+        )
     limit = app.settings.blob_limits[kind]
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
@@ -80,7 +88,8 @@ async def get_blob(request: Request) -> Response:
         "content-length": str(blob.size),
         "etag": f'"{sha256}"',
         "x-blob-kind": blob.kind.value,
-        "x-blob-name": blob.name,
+        # Percent-encoded: a header holds Latin-1 only, and a file name may hold anything.
+        "x-blob-name": urllib.parse.quote(blob.name),
     }
     if request.method == "HEAD":
         return Response(headers=headers, media_type="application/octet-stream")

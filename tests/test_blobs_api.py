@@ -50,6 +50,15 @@ async def test_a_build_uploads_once_and_downloads_as_it_was(db_url: str) -> None
     assert chunk_rows(db_url) == 3
 
 
+async def test_a_file_name_in_any_script_is_kept(db_url: str) -> None:
+    digest = sha256(BUILD)
+    async with api_client(db_url) as client:
+        stored = await client.put(_put(digest, name="Café%20ü.apk"), content=BUILD)
+        head = await client.head(f"/blobs/{digest}?org=qualgent")
+    assert stored.json()["name"] == "Café ü.apk"
+    assert head.headers["x-blob-name"] == "Caf%C3%A9%20%C3%BC.apk"
+
+
 async def test_an_empty_blob_is_stored_and_served(db_url: str) -> None:
     digest = sha256(b"")
     async with api_client(db_url) as client:
@@ -130,6 +139,8 @@ async def test_content_that_does_not_match_its_digest_is_refused_and_nothing_kep
         (f"/blobs/{'a' * 64}?kind=artifact&org=qualgent", "kind", "invalid_query"),
         (f"/blobs/{'a' * 64}?kind=build&name=..&org=qualgent", "name", "invalid_query"),
         (f"/blobs/{'a' * 64}?kind=build&name=a/b&org=qualgent", "name", "invalid_query"),
+        (f"/blobs/{'a' * 64}?kind=build&name=a%5Cb&org=qualgent", "name", "invalid_query"),
+        (f"/blobs/{'a' * 64}?kind=build&name=a%0Ab&org=qualgent", "name", "invalid_query"),
         (f"/blobs/{'a' * 64}?kind=build", "org", "invalid_query"),
     ],
 )
