@@ -34,11 +34,12 @@ class BlobCollector:
         self._retention = retention
         self._interval_s = interval_s
 
-    async def run(self) -> None:
-        """Collect until cancelled."""
-        while True:
+    async def run(self, stop: asyncio.Event) -> None:
+        """Collect until *stop* is set."""
+        while not stop.is_set():
             await self.collect()
-            await asyncio.sleep(self._interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._interval_s)
 
     async def collect(self) -> None:
         try:
@@ -52,10 +53,15 @@ class BlobCollector:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[BlobCollector]:
-        task = asyncio.create_task(self.run(), name="qgjob-blob-collector")
+        stop = asyncio.Event()
+        task = asyncio.create_task(self.run(stop), name="qgjob-blob-collector")
         try:
             yield self
         finally:
+            # The event as well as the cancel: a cancel delivered while a collection was
+            # talking to the database has been seen to go missing (the loop then slept on
+            # for its hour and the API never stopped); the event ends the loop regardless.
+            stop.set()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
