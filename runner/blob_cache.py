@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from ledger.blobs import BlobKind, BlobStore, digest_of_reference
+from ledger.blobs import Blob, BlobKind, BlobStore, digest_of_reference
 from ledger.bundles import unsafe_member
 from ledger.errors import BlobCorrupt, BlobNotFound, InfrastructureError
 
@@ -57,9 +57,7 @@ class BlobCache:
         verified the first time. Raises InfrastructureError when the organisation has no
         such build, BlobCorrupt when what arrives does not match its digest."""
         digest = self._digest(reference, "build")
-        blob = await self._store.has(org_id, digest)
-        if blob is None or blob.kind is not BlobKind.BUILD:
-            raise InfrastructureError(f"organisation {org_id!r} has no build {reference}")
+        blob = await self._owned(org_id, digest, BlobKind.BUILD)
         path = self._root / "builds" / digest / blob.name
         if not path.exists():
             await self._fetch(org_id, digest, path)
@@ -70,6 +68,9 @@ class BlobCache:
         the first time. Raises InfrastructureError or BlobCorrupt as build() does, and
         BlobCorrupt for an archive with an entry that would land outside its root."""
         digest = self._digest(reference, "bundle")
+        # Asked even when cached: a host serves every organisation, and each may use only
+        # what it uploaded itself.
+        await self._owned(org_id, digest, BlobKind.BUNDLE)
         directory = self._root / "bundles" / digest
         if directory.is_dir():
             return directory
@@ -102,6 +103,14 @@ class BlobCache:
         if not link.exists():
             link.symlink_to(installed / "node_modules", target_is_directory=True)
         return installed / "node_modules"
+
+    async def _owned(self, org_id: str, digest: str, kind: BlobKind) -> Blob:
+        blob = await self._store.has(org_id, digest)
+        if blob is None or blob.kind is not kind:
+            raise InfrastructureError(
+                f"organisation {org_id!r} has no {kind.value} sha256:{digest}"
+            )
+        return blob
 
     def _digest(self, reference: str, field: str) -> str:
         digest = digest_of_reference(reference)

@@ -159,3 +159,13 @@ async def test_a_bundle_without_a_lock_file_cannot_be_installed(
     (project / "package-lock.json").unlink()
     with pytest.raises(InfrastructureError, match=r"no package-lock\.json"):
         await BlobCache(store, tmp_path / "cache").install_dependencies(project)
+
+
+async def test_another_organisations_bundle_is_not_served_from_the_cache(
+    store: PostgresBlobStore, tmp_path: Path
+) -> None:
+    bundle = await _put(store, project_bundle(), BlobKind.BUNDLE, "tests.tar.gz", org="rival")
+    cache = BlobCache(store, tmp_path)
+    assert (await cache.bundle("rival", bundle)).is_dir()
+    with pytest.raises(InfrastructureError, match="'qualgent' has no bundle"):
+        await cache.bundle("qualgent", bundle)
