@@ -3,15 +3,17 @@ that name them."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
+from psycopg_pool import AsyncConnectionPool
 
 from http_api import create_app
 from http_api.auth import create_token
-from ledger.blobs import CHUNK_BYTES, collect_garbage
+from ledger.blobs import CHUNK_BYTES, BlobKind, PostgresBlobStore, collect_garbage
 from ledger.store import read_stream
 from projections import Projector
 from tests.support.api import api_client, job_body, ledger_state
@@ -104,10 +106,12 @@ async def test_a_blob_over_its_kinds_limit_is_refused_and_nothing_kept(
 ) -> None:
     monkeypatch.setenv("QGJOB_MAX_BUILD_BYTES", str(CHUNK_BYTES + 10))
     digest = sha256(BUILD)
+    before = ledger_state(db_url)
     async with api_client(db_url) as client:
         body = BUILD if declared else _pieces(BUILD)
         response = await client.put(_put(digest), content=body)
     assert response.status_code == 413, response.text
+    assert ledger_state(db_url) == before
     assert response.json()["error"] == {
         "code": "blob_too_large",
         "message": f"a build may be at most {CHUNK_BYTES + 10} bytes",
@@ -120,12 +124,41 @@ async def test_a_blob_over_its_kinds_limit_is_refused_and_nothing_kept(
 async def test_content_that_does_not_match_its_digest_is_refused_and_nothing_kept(
     db_url: str,
 ) -> None:
+    before = ledger_state(db_url)
     async with api_client(db_url) as client:
         response = await client.put(_put(sha256(b"something else")), content=_pieces(BUILD))
     assert response.status_code == 422
+    assert ledger_state(db_url) == before
     assert response.json()["error"]["code"] == "digest_mismatch"
     assert response.json()["error"]["field"] == "sha256"
     assert sha256(BUILD) in response.json()["error"]["message"]
+    assert blob_state(db_url) == []
+    assert chunk_rows(db_url) == 0
+
+
+async def test_two_uploads_of_the_same_content_at_once_store_it_once(db_url: str) -> None:
+    digest = sha256(BUILD)
+    async with api_client(db_url) as client:
+        responses = await asyncio.gather(
+            client.put(_put(digest), content=_pieces(BUILD)),
+            client.put(_put(digest), content=_pieces(BUILD)),
+        )
+    assert sorted(response.status_code for response in responses) == [200, 201]
+    assert len(blob_state(db_url)) == 1
+    assert chunk_rows(db_url) == 3
+
+
+async def test_an_upload_broken_off_midway_keeps_nothing(db_url: str) -> None:
+    async def broken() -> AsyncIterator[bytes]:
+        yield BUILD[: CHUNK_BYTES * 2]
+        raise ConnectionResetError("the client went away")
+
+    async with AsyncConnectionPool(db_url, kwargs={"autocommit": True}, open=False) as pool:
+        store = PostgresBlobStore(pool)
+        with pytest.raises(ConnectionResetError):
+            await store.put(
+                "qualgent", sha256(BUILD), broken(), kind=BlobKind.BUILD, name="a", max_size=1 << 30
+            )
     assert blob_state(db_url) == []
     assert chunk_rows(db_url) == 0
 
@@ -166,6 +199,7 @@ async def test_bad_upload_parameters_are_named(
     ids=["dot-dot", "absolute", "symlink-out", "not-gzip"],
 )
 async def test_an_unsafe_bundle_is_refused_and_nothing_kept(db_url: str, archive: bytes) -> None:
+    before = ledger_state(db_url)
     async with api_client(db_url) as client:
         response = await client.put(
             _put(sha256(archive), kind="bundle", name="tests.tar.gz"), content=_pieces(archive, 7)
@@ -174,6 +208,7 @@ async def test_an_unsafe_bundle_is_refused_and_nothing_kept(db_url: str, archive
     assert response.json()["error"]["code"] == "unsafe_archive"
     assert response.json()["error"]["field"] == "body"
     assert blob_state(db_url) == []
+    assert ledger_state(db_url) == before
 
 
 async def test_a_job_runs_from_an_uploaded_bundle_and_build(db_url: str) -> None:
