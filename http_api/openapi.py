@@ -85,6 +85,19 @@ _GET_JOB: Json = {
     "responses": {"200": json_body(ref("Job"), "the job"), **error_bodies(400, 401, 404, 503)},
 }
 
+_REASON_BODY: Json = {
+    "required": False,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"reason": {"type": "string", "maxLength": 500}},
+            }
+        }
+    },
+}
+
 _PATHS: Json = {
     "/": {
         "get": {
@@ -171,18 +184,7 @@ _PATHS: Json = {
             "summary": "Cancel a job; one that has already ended is returned unchanged",
             "security": _AUTHED,
             "parameters": [_path("job_id"), _ORG],
-            "requestBody": {
-                "required": False,
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "properties": {"reason": {"type": "string", "maxLength": 500}},
-                        }
-                    }
-                },
-            },
+            "requestBody": _REASON_BODY,
             "responses": {
                 "200": json_body(ref("Job"), "the job, cancelled or as it ended"),
                 **error_bodies(400, 401, 404, 409, 503),
@@ -197,6 +199,66 @@ _PATHS: Json = {
             "responses": {
                 "200": json_body(ref("Run"), "the run"),
                 **error_bodies(400, 401, 404, 503),
+            },
+        }
+    },
+    "/runs/{run_id}/cancel": {
+        "post": {
+            "summary": "Cancel every job of a run that has not ended",
+            "security": _AUTHED,
+            "parameters": [_path("run_id"), _ORG],
+            "requestBody": _REASON_BODY,
+            "responses": {
+                "200": json_body(ref("Run"), "the run, its unfinished jobs cancelled"),
+                **error_bodies(400, 401, 404, 409, 503),
+            },
+        }
+    },
+    "/runs/{run_id}/supersede": {
+        "post": {
+            "summary": "Cancel the unfinished jobs of the organisation's older runs that "
+            "share this run's supersede_key",
+            "security": _AUTHED,
+            "parameters": [_path("run_id"), _ORG],
+            "responses": {
+                "200": json_body(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "run_id": {"type": "string", "format": "uuid"},
+                            "supersede_key": {"type": ["string", "null"]},
+                            "cancelled": {"type": "array", "items": ref("Job")},
+                        },
+                    },
+                    "the jobs this call cancelled",
+                ),
+                **error_bodies(400, 401, 404, 409, 503),
+            },
+        }
+    },
+    "/flaky": {
+        "get": {
+            "summary": "Tests that passed after failing, most flaky first (test_history); "
+            "?all=true lists every test",
+            "security": _AUTHED,
+            "parameters": [
+                _ORG,
+                _query("all", "every test, not only flaky ones", {"type": "boolean"}),
+                _query(
+                    "limit",
+                    "how many",
+                    {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                ),
+            ],
+            "responses": {
+                "200": json_body(
+                    {
+                        "type": "object",
+                        "properties": {"tests": {"type": "array", "items": ref("TestHistory")}},
+                    },
+                    "tests by flake rate",
+                ),
+                **error_bodies(400, 401, 403, 503),
             },
         }
     },

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from http_api.waiting import WAIT_REASONS
+from ledger.capabilities import Platform
 from ledger.decisions import JobStatus
-from ledger.events import Target
+from ledger.events import CaseStatus, Target
 
-__all__ = ["SCHEMAS", "STATUSES", "Json", "error_bodies", "json_body", "ref"]
+__all__ = ["CASE_STATUSES", "SCHEMAS", "STATUSES", "Json", "error_bodies", "json_body", "ref"]
 
 Json = dict[str, Any]
 
 STATUSES = [status.value for status in JobStatus]
+CASE_STATUSES = [status.value for status in CaseStatus]
 _TARGETS = [target.value for target in Target]
+_PLATFORMS = [platform.value for platform in Platform]
 
 
 def ref(name: str) -> Json:
@@ -46,6 +50,16 @@ _SUBMIT_FIELDS: Json = {
     "test_path": {"type": "string", "description": "one AppWright spec (a single job)"},
     "target": {"type": "string", "enum": _TARGETS},
     "priority": {"type": "integer", "minimum": 1, "maximum": 10, "default": 5},
+    "platform": {
+        "type": ["string", "null"],
+        "enum": [*_PLATFORMS, None],
+        "description": "what the device must run; absent: inferred from the build's suffix",
+    },
+    "device": {"type": ["string", "null"], "description": "a device model, e.g. Pixel 8"},
+    "os_version": {
+        "type": ["string", "null"],
+        "description": "an OS version prefix: 14 is met by 14 and 14.1",
+    },
     "build": {
         "type": ["string", "null"],
         "description": "app binary: path, URL, bs:// id, or sha256:<hex> of an uploaded build",
@@ -56,6 +70,15 @@ _SUBMIT_FIELDS: Json = {
     "max_attempts": {"type": "integer", "minimum": 1, "maximum": 10, "default": 1},
     "timeout_s": {"type": ["number", "null"], "exclusiveMinimum": 0},
     "queue_timeout_s": {"type": ["number", "null"], "exclusiveMinimum": 0},
+    "supersede_key": {
+        "type": ["string", "null"],
+        "description": "a later run with this key may cancel this one (POST /runs/{id}/supersede)",
+    },
+    "rerun_of": {
+        "type": ["string", "null"],
+        "format": "uuid",
+        "description": "the run these jobs rerun",
+    },
     "bundle": {
         "type": ["string", "null"],
         "pattern": "^sha256:[0-9a-f]{64}$",
@@ -102,7 +125,19 @@ SCHEMAS: Json = {
                 "minItems": 1,
                 "maxItems": 1000,
             },
+            "profiles": {
+                "type": "array",
+                "description": "a device matrix: one job per test per profile, in one run",
+                "items": ref("DeviceProfile"),
+                "minItems": 1,
+                "maxItems": 20,
+            },
         },
+    },
+    "DeviceProfile": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {name: _SUBMIT_FIELDS[name] for name in ("platform", "device", "os_version")},
     },
     "Job": {
         "type": "object",
@@ -112,8 +147,15 @@ SCHEMAS: Json = {
             "app_version_id": {"type": "string"},
             "test_path": {"type": "string"},
             "target": {"type": "string", "enum": _TARGETS},
+            "platform": {"type": ["string", "null"]},
+            "device": {"type": ["string", "null"]},
+            "os_version": {"type": ["string", "null"]},
             "priority": {"type": "integer"},
             "status": {"type": "string", "enum": STATUSES},
+            "unschedulable": {
+                "type": ["string", "null"],
+                "description": "why no live device slot can take this waiting job",
+            },
             "run_id": {"type": ["string", "null"], "format": "uuid"},
             "group_id": {"type": ["string", "null"], "format": "uuid"},
             "device_id": {"type": ["string", "null"], "format": "uuid"},
@@ -127,16 +169,71 @@ SCHEMAS: Json = {
             "tags": {"type": "array", "items": {"type": "string"}},
             "max_attempts": {"type": "integer"},
             "timeout_s": {"type": ["number", "null"]},
+            "supersede_key": {"type": ["string", "null"]},
+            "rerun_of": {"type": ["string", "null"], "format": "uuid"},
             "submitted_at": {"type": "string", "format": "date-time"},
             "started_at": {"type": ["string", "null"], "format": "date-time"},
             "finished_at": {"type": ["string", "null"], "format": "date-time"},
             "duration_s": {"type": ["number", "null"]},
+            "tests": {
+                "type": ["array", "null"],
+                "items": ref("TestCase"),
+                "description": "the test cases of the last finished attempt, when reported",
+            },
+            "waiting": {
+                "type": ["object", "null"],
+                "description": "GET /jobs/{id} only: what holds a queued job",
+                "properties": {
+                    "reason": {"type": "string", "enum": list(WAIT_REASONS)},
+                    "message": {"type": "string"},
+                    "until": {"type": "string", "format": "date-time"},
+                    "jobs_ahead": {"type": "integer"},
+                    "slots": {"type": "integer"},
+                    "org_max_slots": {"type": "integer"},
+                    "org_slots_used": {"type": "integer"},
+                },
+            },
+        },
+    },
+    "TestCase": {
+        "type": "object",
+        "properties": {
+            "file": {"type": "string"},
+            "title_path": {"type": "array", "items": {"type": "string"}},
+            "status": {"type": "string", "enum": CASE_STATUSES},
+            "line": {"type": ["integer", "null"]},
+            "duration_s": {"type": "number"},
+            "retry": {"type": "integer"},
+            "error": {
+                "type": ["object", "null"],
+                "properties": {
+                    "message": {"type": "string"},
+                    "file": {"type": "string"},
+                    "line": {"type": ["integer", "null"]},
+                },
+            },
+        },
+    },
+    "TestHistory": {
+        "type": "object",
+        "description": "a row of the test_history auditor view",
+        "properties": {
+            "test_file": {"type": "string"},
+            "test_title": {"type": "string"},
+            "runs": {"type": "integer"},
+            "passes": {"type": "integer"},
+            "failures": {"type": "integer"},
+            "flaky_passes": {"type": "integer"},
+            "flake_rate": {"type": "number"},
+            "last_failure": {"type": ["string", "null"], "format": "date-time"},
+            "median_duration_s": {"type": ["number", "null"]},
         },
     },
     "Run": {
         "type": "object",
         "properties": {
             "run_id": {"type": "string", "format": "uuid"},
+            "rerun_of": {"type": ["string", "null"], "format": "uuid"},
             "done": {"type": "boolean"},
             "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
             "jobs": {"type": "array", "items": ref("Job")},

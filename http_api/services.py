@@ -23,8 +23,8 @@ from ledger.blobs import (
     limits_from_environment,
     retention_from_environment,
 )
+from ledger.grouping import resolve
 from ledger.wakeup import Channel, Listener, Notifier
-from projections.grouping import resolve
 
 __all__ = ["Services", "Settings", "services"]
 
@@ -44,7 +44,7 @@ class Settings:
     #: How long a request waits for a database connection before answering 503.
     pool_timeout_s: float = 5.0
     #: The grouping strategy jobs are grouped by as they are submitted; None means
-    #: $QGJOB_GROUPING or ``app_version`` (see projections/grouping.py).
+    #: $QGJOB_GROUPING or ``app_version`` (see ledger/grouping.py).
     grouping: str | None = None
     #: The largest blob of each kind an upload may store, in bytes; by default
     #: $QGJOB_MAX_BUILD_BYTES and $QGJOB_MAX_BUNDLE_BYTES, else 2 GiB and 200 MiB.
@@ -82,7 +82,7 @@ class Services:
         self.auth = Authenticator(self.pool, local_mode=settings.local_mode)
         self.listener = Listener(url, channels=(Channel.PROJECTIONS,))
         self.changes = ReadModelChanges(self.pool, self.listener)
-        self.notifier = Notifier(url, channels=(Channel.EVENTS, Channel.JOBS))
+        self.notifier = Notifier(url, channels=(Channel.EVENTS,))
         self.metrics = Metrics()
 
     @contextlib.asynccontextmanager

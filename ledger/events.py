@@ -16,15 +16,21 @@ from uuid import UUID
 import attrs
 from attrs import field, validators
 
+from ledger.capabilities import DeviceProfile, Platform, device_name, os_version
+
 __all__ = [
     "ALL_EVENT_TYPES",
     "DEVICE_EVENTS",
     "JOB_EVENTS",
+    "MAX_CASES",
     "PRIORITY_DEFAULT",
     "PRIORITY_MAX",
     "PRIORITY_MIN",
     "AppInstalled",
     "BuildUploaded",
+    "CaseError",
+    "CaseResult",
+    "CaseStatus",
     "DeviceHeartbeat",
     "DeviceRegistered",
     "DeviceRetired",
@@ -63,6 +69,19 @@ class FailureKind(enum.StrEnum):
     TEST = "test"
     #: The device, the build or the executor failed before a verdict.
     INFRASTRUCTURE = "infrastructure"
+
+
+class CaseStatus(enum.StrEnum):
+    """How one test case of a spec file ended within an attempt."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    #: Failed, then passed on one of the test runner's own retries.
+    FLAKY = "flaky"
+    #: Skipped on purpose, or never reached because the run was cut short.
+    SKIPPED = "skipped"
+    #: Running when the run was cut short (a timeout), so it has no verdict.
+    INTERRUPTED = "interrupted"
 
 
 class TimeoutKind(enum.StrEnum):
@@ -114,6 +133,47 @@ class Metadata:
     request_id: str | None = None
 
 
+@attrs.frozen(kw_only=True)
+class CaseError:
+    """Why a test case failed, and where."""
+
+    #: The failure's first lines, without terminal colours.
+    message: str = field(validator=_text)
+    #: The file the failure points at, relative to the test project; the test's own file
+    #: when the report gives no location.
+    file: str = field(validator=validators.max_len(1024))
+    line: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class CaseResult:
+    """One test case (one ``test()``) of an attempt, as the test report gives it."""
+
+    #: The spec file, relative to the test project, as the job's test_path is.
+    file: str = field(validator=validators.max_len(1024))
+    #: The describe blocks' titles, outermost first, then the test's own title.
+    title_path: tuple[str, ...] = field(
+        validator=validators.and_(validators.min_len(1), validators.max_len(32))
+    )
+    status: CaseStatus
+    #: The line the test is declared on.
+    line: int | None = None
+    #: Of all its tries within the attempt.
+    duration_s: float = 0.0
+    #: The test runner's own retries used within the attempt (0: it ended on its first try).
+    retry: int = field(default=0, validator=validators.ge(0))
+    #: The last failure of a failed or flaky test.
+    error: CaseError | None = None
+
+    @property
+    def title(self) -> str:
+        return " > ".join(self.title_path)
+
+
+#: At most this many test cases are kept per attempt.
+MAX_CASES = 2000
+
+
 # ---- job stream ------------------------------------------------------------------------
 
 
@@ -129,6 +189,13 @@ class JobSubmitted:
     test_path: str = field(validator=validators.and_(_text, validators.min_len(1)))
     #: Which kind of device runs it.
     target: Target
+    #: What it needs of the device (ledger/capabilities.py); absent: anything of its
+    #: target. The API fills in the platform a build's suffix names.
+    platform: Platform | None = None
+    #: A device model, e.g. "Pixel 8" (compared without case).
+    device: str | None = field(default=None, validator=device_name)
+    #: An OS version prefix: "14" is met by 14 and 14.1.
+    os_version: str | None = field(default=None, validator=os_version)
     #: 1 (lowest) to 10 (highest); higher runs first, and waiting raises it further.
     priority: int = field(
         default=PRIORITY_DEFAULT,
@@ -148,12 +215,20 @@ class JobSubmitted:
     #: Run timeout in seconds; the runner's default when absent.
     timeout_s: float | None = field(default=None, validator=validators.optional(_positive))
     #: How long the job may wait to start before it times out; no limit when absent.
-    queue_timeout_s: float | None = field(
-        default=None, validator=validators.optional(_positive)
-    )
+    queue_timeout_s: float | None = field(default=None, validator=validators.optional(_positive))
+    #: A newer run with the same key may cancel this job's run while it is unfinished,
+    #: as a newer push to a branch supersedes the older one's tests.
+    supersede_key: str | None = field(default=None, validator=validators.optional(_name))
+    #: The run this job's run reruns (e.g. only its failed jobs).
+    rerun_of: UUID | None = None
     #: The test bundle the specs run from: ``sha256:<hex>`` of an uploaded blob; absent
     #: when the runner's configured project folder holds the specs.
     bundle: str | None = field(default=None, validator=_blob_reference)
+
+    @property
+    def profile(self) -> DeviceProfile:
+        """What the job needs of the device."""
+        return DeviceProfile(platform=self.platform, device=self.device, os_version=self.os_version)
 
 
 @attrs.frozen(kw_only=True)
@@ -187,6 +262,8 @@ class JobPassed:
     duration_s: float
     #: The end of the test's output.
     output: str = ""
+    #: Each test case of the spec, when the executor's report lists them.
+    tests: tuple[CaseResult, ...] = field(default=(), validator=validators.max_len(MAX_CASES))
 
 
 @attrs.frozen(kw_only=True)
@@ -198,6 +275,8 @@ class JobFailed:
     reason: str
     duration_s: float | None = None
     output: str = ""
+    #: Each test case of the spec, when the executor's report lists them.
+    tests: tuple[CaseResult, ...] = field(default=(), validator=validators.max_len(MAX_CASES))
 
 
 @attrs.frozen(kw_only=True)

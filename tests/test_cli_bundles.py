@@ -159,6 +159,7 @@ def test_submit_uploads_the_project_and_build_once_and_jobs_name_them(
         "tests/current.spec.js",
     ]
     assert {job["build"] for job in run["jobs"]} == {f"sha256:{digest}"}
+    assert {job["platform"] for job in run["jobs"]} == {"android"}, "from the file's suffix"
     assert downloaded == build.read_bytes()
     kinds = {row[2]: row[4] for row in blob_state(db_url)}
     assert kinds == {"bundle": "tests.tar.gz", "build": "app-release.apk"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -87,3 +88,26 @@ def test_migrated_schema_has_what_the_code_expects(db_url: str) -> None:
     assert columns == [
         "position", "stream_id", "version", "type", "data", "metadata", "recorded_at", "txid",
     ]
+
+
+def test_every_function_in_the_database_has_one_definition_a_reader_can_find(
+    db_url: str,
+) -> None:
+    """Applied migrations are history: a function that changes gets a new versioned name
+    (and the old one is dropped), so each live function is created by exactly one
+    migration, which is its current body."""
+    with psycopg.connect(db_url) as conn:
+        live = {
+            row[0]
+            for row in conn.execute(
+                "select p.proname from pg_proc p join pg_namespace n on n.oid = p.pronamespace "
+                "where n.nspname = current_schema()"
+            )
+        }
+    created: dict[str, list[str]] = {name: [] for name in live}
+    for migration in discover_migrations():
+        for name in re.findall(r"create (?:or replace )?function (\w+)", migration.sql):
+            if name in created:
+                created[name].append(migration.name)
+    assert live
+    assert {name: files for name, files in created.items() if len(files) != 1} == {}
