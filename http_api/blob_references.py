@@ -21,9 +21,8 @@ _BLOB_PREFIX = "sha256:"
 
 async def claim_references(store: BlobStore, jobs: Sequence[JobSubmitted]) -> None:
     """Refuse, with a 4xx naming the field, jobs naming a blob their organisation has not
-    uploaded as that kind; mark the blobs they name as referenced."""
-    if not jobs:
-        return
+    uploaded as that kind; mark the blobs they name as referenced. *jobs* are one
+    submit's, all of one organisation."""
     org_id = jobs[0].org_id
     wanted: dict[str, tuple[str, BlobKind]] = {}
     for job in jobs:
