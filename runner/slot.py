@@ -109,7 +109,9 @@ class Slot:
                 services.lease_lost.set()
                 return
             if claim is None:
-                await services.wakeups.idle(kind)
+                # Told to stop while it claimed: the agent's wake-up of idle slots is past.
+                if self._stopping is None:
+                    await services.wakeups.idle(kind)
                 continue
             # There may be more: the next idle slot of its kind looks too.
             services.wakeups.wake_kind(kind)
