@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from http_api import dashboard, flaky, jobs, ops, runs
+from http_api import blobs, dashboard, flaky, jobs, ops, runs
 from http_api.errors import exception_handlers
 from http_api.metrics import RequestMetrics
 from http_api.services import Services, Settings
@@ -56,6 +56,8 @@ def routes() -> list[Route]:
         Route("/flaky", flaky.list_flaky, methods=["GET"]),
         Route("/groups", jobs.list_groups, methods=["GET"]),
         Route("/devices", jobs.list_devices, methods=["GET"]),
+        Route("/blobs/{sha256}", blobs.put_blob, methods=["PUT"]),
+        Route("/blobs/{sha256}", blobs.get_blob, methods=["GET"]),
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/metrics", ops.metrics, methods=["GET"]),
