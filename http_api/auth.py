@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 
 from http_api.errors import ApiError
+from http_api.inputs import query_text
 from ledger.events import JobSubmitted
 from ledger.sqlfile import load_queries
 
@@ -48,7 +49,7 @@ class Caller:
 
     def org_for_read(self, request: Request) -> str | None:
         """The organisation a read is limited to; None (every org) only in local mode."""
-        return self._scoped(request.query_params.get("org") or None, field="org")
+        return self._scoped(query_text(request, "org"), field="org")
 
     def _scoped(self, requested: str | None, *, field: str) -> str | None:
         if self.org_id is None:

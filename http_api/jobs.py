@@ -12,6 +12,8 @@ from http_api import reads
 from http_api.cancel import cancel
 from http_api.errors import ApiError
 from http_api.inputs import (
+    MAX_TIMEOUT_S,
+    bounded_seconds,
     json_object,
     path_uuid,
     query_choice,
@@ -70,6 +72,7 @@ async def submit_jobs(request: Request) -> JSONResponse:
     app = services(request)
     caller = await app.auth.caller(request)
     body = await json_object(request)
+    bounded_seconds(body, ("timeout_s", "queue_timeout_s"), high=MAX_TIMEOUT_S)
     requested_org = body.get("org_id")
     org_id = caller.org_for_write(requested_org if isinstance(requested_org, str) else None)
     submit_request = parse(body, org_id)

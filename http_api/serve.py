@@ -8,6 +8,7 @@ import logging
 import uvicorn
 
 from http_api.app import create_app
+from http_api.http_protocol import BoundedHttpToolsProtocol
 
 __all__ = ["SHUTDOWN_GRACE_S", "run_api"]
 
@@ -49,6 +50,7 @@ def run_api(
         log_config=None,
         access_log=access_log,
         timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+        http=BoundedHttpToolsProtocol,
     )
     uvicorn.Server(config).run()
     return 0

@@ -63,7 +63,16 @@ def free_port() -> int:
 def uvicorn_server(env: Mapping[str, str], *, log: Path) -> Iterator[str]:
     """``uvicorn http_api.app:app`` in a subprocess on a free port; yields its base URL."""
     port = free_port()
-    command = [sys.executable, "-m", "uvicorn", "http_api.app:app", "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "http_api.app:app",
+        "--port",
+        str(port),
+        "--http",
+        "http_api.http_protocol:BoundedHttpToolsProtocol",
+    ]
     with log.open("wb") as output:
         process = subprocess.Popen(
             command,
