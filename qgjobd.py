@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -72,15 +73,36 @@ def _api(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from http_api.auth import create_token
+    from http_api import tokens
 
     url = database_url(_data_dir(args))
     apply_migrations(url)
-    try:
-        print(create_token(url, args.org, label=args.label))
-    except ValueError as error:
-        print(f"qgjobd: --org: {error}", file=sys.stderr)
-        return 2
+    match args.action:
+        case "create":
+            scopes = [tokens.Scope(scope) for scope in args.scopes or ["jobs"]]
+            try:
+                print(tokens.create_token(url, args.org, label=args.label, scopes=scopes))
+            except ValueError as error:
+                print(f"qgjobd: --org: {error}", file=sys.stderr)
+                return 2
+        case "list":
+            for record in tokens.list_tokens(url, args.org):
+                revoked = record.revoked_at.isoformat() if record.revoked_at else "active"
+                fields = [
+                    str(record.token_id),
+                    record.org_id,
+                    ",".join(record.scopes),
+                    record.created_at.isoformat(),
+                    revoked,
+                    record.label or "",
+                ]
+                print("\t".join(fields))
+        case "revoke":
+            revoked_at = tokens.revoke_token(url, args.token_id)
+            if revoked_at is None:
+                print(f"qgjobd: no token {args.token_id}", file=sys.stderr)
+                return 2
+            print(f"revoked {args.token_id} at {revoked_at.isoformat()}")
     return 0
 
 
@@ -258,7 +280,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token_create.add_argument("--org", required=True, help="the organisation it acts for")
     token_create.add_argument("--label", help="a note saying who or what uses it")
+    token_create.add_argument(
+        "--scope",
+        dest="scopes",
+        action="append",
+        choices=["jobs", "metrics"],
+        help="what it may do; repeatable. jobs: submit, read and cancel the org's jobs "
+        "(the default); metrics: scrape /metrics",
+    )
     token_create.set_defaults(run=_token)
+    token_list = token_actions.add_parser(
+        "list",
+        help="list tokens, one a line: id, org, scopes, created, revoked or active, label",
+    )
+    token_list.add_argument("--org", help="only this organisation's")
+    token_list.set_defaults(run=_token)
+    token_revoke = token_actions.add_parser(
+        "revoke", help="revoke a token; every API server refuses it from then on"
+    )
+    token_revoke.add_argument("token_id", type=uuid.UUID, metavar="TOKEN_ID", help="from list")
+    token_revoke.set_defaults(run=_token)
     return parser
 
 

@@ -50,6 +50,8 @@ class Channel(enum.StrEnum):
     #: The projections moved on and left jobs waiting for a device (retries, hand-backs,
     #: jobs the projector grouped): for device agents.
     QUEUE = "qgjob_queue"
+    #: An API token was revoked: for API processes, which forget the tokens they trust.
+    TOKENS = "qgjob_tokens"
 
 
 class Notifier:

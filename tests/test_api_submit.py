@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from http_api import create_app
-from http_api.auth import create_token
+from http_api.tokens import create_token
 from ledger.events import JobGrouped
 from ledger.store import read_stream
 from projections import Projector, UnknownStrategy
