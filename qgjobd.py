@@ -69,6 +69,7 @@ def _api(args: argparse.Namespace) -> int:
         local_mode=local_mode,
         access_log=args.access_log,
         grouping=args.grouping,
+        max_wait_s=args.max_wait,
     )
 
 
@@ -178,6 +179,13 @@ def _up(args: argparse.Namespace) -> int:
             cluster.stop()
 
 
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds from 0 to 3600: {text}")
+    return value
+
+
 def run_until_signalled(service: Callable[[asyncio.Event], Awaitable[None]]) -> int:
     """Run *service* until SIGINT or SIGTERM sets its stop event and it has wound down."""
 
@@ -266,6 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
         "loopback server (default from $QGJOB_AUTH)",
     )
     api.add_argument("--access-log", action="store_true", help="log every request")
+    api.add_argument(
+        "--max-wait",
+        type=_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="the longest ?wait= a long-poll may ask for (default: 60)",
+    )
     api.add_argument(
         "--grouping",
         help="grouping strategy jobs are grouped by as they are submitted (default: "

@@ -20,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 
 from http_api.errors import ApiError
-from http_api.inputs import query_text
+from http_api.inputs import query_name
 from http_api.tokens import Scope, token_digest
 from ledger.sqlfile import load_queries
 
@@ -48,7 +48,7 @@ class Caller:
 
     def org_for_read(self, request: Request) -> str | None:
         """The organisation a read is limited to; None (every org) only in local mode."""
-        return self._scoped(query_text(request, "org"), field="org")
+        return self._scoped(query_name(request, "org"), field="org")
 
     def _scoped(self, requested: str | None, *, field: str) -> str | None:
         if self.org_id is None:

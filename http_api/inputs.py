@@ -20,6 +20,7 @@ from uuid import UUID
 from starlette.requests import Request
 
 from http_api.errors import ApiError
+from ledger.events import NAME_PATTERN
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -29,7 +30,9 @@ __all__ = [
     "json_object",
     "path_uuid",
     "query_choice",
+    "query_given",
     "query_int",
+    "query_name",
     "query_number",
     "query_text",
     "query_uuid",
@@ -41,11 +44,19 @@ MAX_TEXT = 4096
 #: The longest run or queue timeout a job may ask for: a week, in seconds.
 MAX_TIMEOUT_S = 7 * 24 * 3600
 _INTEGER = re.compile(r"-?[0-9]{1,18}")
-_NUMBER = re.compile(r"-?[0-9]{1,18}(\.[0-9]{1,18})?")
+_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+_NAME = re.compile(NAME_PATTERN)
 
 
 def _refuse_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not a JSON number")
+
+
+def _number(text: str) -> float | int:
+    """A JSON number with a fraction or exponent: 10.0 is an integer to JSON Schema (and so
+    to the OpenAPI document), so it is one here too."""
+    value = float(text)
+    return int(value) if value.is_integer() and abs(value) <= 2**53 else value
 
 
 def _text_problem(text: str) -> str | None:
@@ -111,7 +122,9 @@ async def json_object(request: Request, *, optional: bool = False) -> dict[str, 
         # Bytes that are not UTF-8 become lone surrogates, which _check_json then finds
         # in the field that holds them.
         value = json.loads(
-            body.decode("utf-8", errors="surrogateescape"), parse_constant=_refuse_constant
+            body.decode("utf-8", errors="surrogateescape"),
+            parse_constant=_refuse_constant,
+            parse_float=_number,
         )
     except json.JSONDecodeError as error:
         raise ApiError(
@@ -168,7 +181,7 @@ def _invalid_query(name: str, message: str) -> ApiError:
 
 def _query_values(request: Request) -> dict[str, list[str]]:
     """The query string's parameters, decoded the way a body is: bytes that are not UTF-8
-    become lone surrogates, for _param to refuse by name."""
+    become lone surrogates, for query_given to refuse by name."""
     values: dict[str, list[str]] = {}
     raw: bytes = request.scope.get("query_string", b"")
     for pair in raw.split(b"&"):
@@ -184,7 +197,7 @@ def _unquote(raw: bytes) -> str:
     )
 
 
-def _param(request: Request, name: str, max_len: int = 200) -> str | None:
+def query_given(request: Request, name: str, max_len: int = 200) -> str | None:
     """The parameter *name* as given (empty included), at most once; None when absent."""
     given = _query_values(request).get(name)
     if given is None:
@@ -202,11 +215,23 @@ def _param(request: Request, name: str, max_len: int = 200) -> str | None:
 
 def query_text(request: Request, name: str, *, max_len: int = 200) -> str | None:
     """A text parameter; None when absent or empty."""
-    return _param(request, name, max_len) or None
+    return query_given(request, name, max_len) or None
+
+
+def query_name(request: Request, name: str) -> str | None:
+    """An organisation or app version id; None when absent."""
+    value = query_given(request, name)
+    if value is not None and not _NAME.match(value):
+        raise _invalid_query(
+            name,
+            f"{name} must be 1 to 200 letters, digits or ._:/@+- starting with a letter or "
+            f"digit (got {value!r})",
+        )
+    return value
 
 
 def query_uuid(request: Request, name: str) -> UUID | None:
-    value = _param(request, name)
+    value = query_given(request, name)
     if value is None:
         return None
     try:
@@ -216,14 +241,14 @@ def query_uuid(request: Request, name: str) -> UUID | None:
 
 
 def query_choice(request: Request, name: str, choices: tuple[str, ...]) -> str | None:
-    value = _param(request, name)
+    value = query_given(request, name)
     if value is not None and value not in choices:
         raise _invalid_query(name, f"{name} must be one of {', '.join(choices)} (got {value!r})")
     return value
 
 
 def query_int(request: Request, name: str, *, default: int, low: int, high: int) -> int:
-    value = _param(request, name)
+    value = query_given(request, name)
     if value is None:
         return default
     number = int(value) if _INTEGER.fullmatch(value) else low - 1
@@ -236,7 +261,7 @@ def query_int(request: Request, name: str, *, default: int, low: int, high: int)
 
 def query_number(request: Request, name: str, *, high: float) -> float:
     """A number of seconds from 0 to *high*; 0 when absent."""
-    value = _param(request, name)
+    value = query_given(request, name)
     if value is None:
         return 0.0
     number = float(value) if _NUMBER.fullmatch(value) else math.nan

@@ -4,15 +4,42 @@ from __future__ import annotations
 
 from typing import Any
 
+from http_api.inputs import MAX_TEXT, MAX_TIMEOUT_S
 from ledger.decisions import JobStatus
-from ledger.events import Target
+from ledger.events import NAME_PATTERN, Target
 
-__all__ = ["SCHEMAS", "STATUSES", "Json", "error_bodies", "json_body", "ref"]
+__all__ = ["NAME", "SCHEMAS", "STATUSES", "Json", "error_bodies", "json_body", "ref", "text"]
 
 Json = dict[str, Any]
 
 STATUSES = [status.value for status in JobStatus]
 _TARGETS = [target.value for target in Target]
+
+
+#: An organisation or app version id.
+NAME: Json = {"type": "string", "pattern": NAME_PATTERN}
+#: Text PostgreSQL can store: no NUL character (inputs.py refuses one with a 400).
+_NO_NUL = "^[^\\x00]*$"
+
+
+def text(max_length: int = MAX_TEXT, *, min_length: int = 0, nullable: bool = False) -> Json:
+    """A string field of a body or query, as inputs.py and the ledger bound it."""
+    schema: Json = {
+        "type": ["string", "null"] if nullable else "string",
+        "maxLength": max_length,
+        "pattern": _NO_NUL,
+    }
+    if min_length:
+        schema["minLength"] = min_length
+    return schema
+
+
+_SECONDS: Json = {
+    "type": ["number", "null"],
+    "exclusiveMinimum": 0,
+    "maximum": MAX_TIMEOUT_S,
+    "description": f"seconds, at most {MAX_TIMEOUT_S} (a week)",
+}
 
 
 def ref(name: str) -> Json:
@@ -29,7 +56,7 @@ def error_bodies(*statuses: int) -> Json:
     meaning = {
         400: "invalid input; `field` names it",
         401: "no valid API token",
-        403: "the token's organisation may not do this",
+        403: "another organisation's (`org`), or beyond the token's scopes",
         404: "no such thing for this organisation",
         409: "the job's history does not allow it",
         413: "body larger than 64 KiB",
@@ -40,18 +67,18 @@ def error_bodies(*statuses: int) -> Json:
 
 
 _SUBMIT_FIELDS: Json = {
-    "org_id": {"type": "string", "description": "owning organisation; a token implies it"},
-    "app_version_id": {"type": "string", "description": "the app build under test"},
-    "test_path": {"type": "string", "description": "one AppWright spec (a single job)"},
+    "org_id": {**NAME, "description": "owning organisation; a token implies it"},
+    "app_version_id": {**NAME, "description": "the app build under test"},
+    "test_path": {**text(min_length=1), "description": "one AppWright spec (a single job)"},
     "target": {"type": "string", "enum": _TARGETS},
     "priority": {"type": "integer", "minimum": 1, "maximum": 10, "default": 5},
-    "build": {"type": ["string", "null"], "description": "app binary: path, URL or bs:// id"},
-    "repo": {"type": ["string", "null"]},
-    "commit": {"type": ["string", "null"]},
-    "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 32},
+    "build": {**text(2048, nullable=True), "description": "app binary: path, URL or bs:// id"},
+    "repo": text(512, nullable=True),
+    "commit": text(128, nullable=True),
+    "tags": {"type": "array", "items": text(), "maxItems": 32},
     "max_attempts": {"type": "integer", "minimum": 1, "maximum": 10, "default": 1},
-    "timeout_s": {"type": ["number", "null"], "exclusiveMinimum": 0},
-    "queue_timeout_s": {"type": ["number", "null"], "exclusiveMinimum": 0},
+    "timeout_s": _SECONDS,
+    "queue_timeout_s": _SECONDS,
     "force": {
         "type": "boolean",
         "default": False,
@@ -89,7 +116,7 @@ SCHEMAS: Json = {
             **{k: v for k, v in _SUBMIT_FIELDS.items() if k != "test_path"},
             "tests": {
                 "type": "array",
-                "items": {"type": "string"},
+                "items": text(min_length=1),
                 "minItems": 1,
                 "maxItems": 1000,
             },
@@ -97,6 +124,7 @@ SCHEMAS: Json = {
     },
     "Job": {
         "type": "object",
+        "required": ["job_id", "org_id", "app_version_id", "test_path", "target", "status"],
         "properties": {
             "job_id": {"type": "string", "format": "uuid"},
             "org_id": {"type": "string"},
@@ -122,6 +150,15 @@ SCHEMAS: Json = {
             "started_at": {"type": ["string", "null"], "format": "date-time"},
             "finished_at": {"type": ["string", "null"], "format": "date-time"},
             "duration_s": {"type": ["number", "null"]},
+        },
+    },
+    "Suite": {
+        "type": "object",
+        "required": ["run_id", "jobs"],
+        "additionalProperties": False,
+        "properties": {
+            "run_id": {"type": "string", "format": "uuid"},
+            "jobs": {"type": "array", "items": ref("Job")},
         },
     },
     "Run": {

@@ -65,4 +65,4 @@ async def metrics(request: Request) -> Response:
 
 async def openapi(request: Request) -> JSONResponse:
     """This document: the API described as OpenAPI 3.1."""
-    return JSONResponse(openapi_document())
+    return JSONResponse(openapi_document(services(request).settings.max_wait_s))

@@ -35,6 +35,7 @@ def run_api(
     local_mode: bool,
     access_log: bool,
     grouping: str | None = None,
+    max_wait_s: float = 60.0,
 ) -> int:
     """Serve the API for the migrated database at *url* until SIGINT or SIGTERM."""
     if local_mode and not _is_loopback(host):
@@ -44,7 +45,7 @@ def run_api(
             host,
         )
     config = uvicorn.Config(
-        create_app(url, local_mode=local_mode, grouping=grouping),
+        create_app(url, local_mode=local_mode, grouping=grouping, max_wait_s=max_wait_s),
         host=host,
         port=port,
         log_config=None,

@@ -20,6 +20,7 @@ __all__ = [
     "ALL_EVENT_TYPES",
     "DEVICE_EVENTS",
     "JOB_EVENTS",
+    "NAME_PATTERN",
     "PRIORITY_DEFAULT",
     "PRIORITY_MAX",
     "PRIORITY_MIN",
@@ -46,7 +47,9 @@ __all__ = [
 ]
 
 PRIORITY_MIN, PRIORITY_DEFAULT, PRIORITY_MAX = 1, 5, 10
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$")
+#: What an organisation or app version id looks like.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$"
+_NAME = re.compile(NAME_PATTERN)
 
 
 class Target(enum.StrEnum):
