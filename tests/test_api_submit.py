@@ -267,7 +267,9 @@ async def test_a_submitted_job_is_answered_201_and_readable_at_once(
 async def test_the_readme_alias_submits_too(client: httpx.AsyncClient) -> None:
     response = await client.post("/submit-job", json=job_body())
     assert response.status_code == 201
-    assert (await client.get(f"/status/{response.json()['job_id']}")).json()["status"] == "grouped"
+    assert (await client.get(f"/status/{response.json()['job_id']}")).json()[
+        "status"
+    ] == "grouped"
 
 
 async def test_a_suite_is_one_run_appended_all_at_once(
