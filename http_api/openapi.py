@@ -75,9 +75,18 @@ _SUBMIT: Json = {
         },
     },
     "responses": {
-        "201": json_body(
-            {"oneOf": [ref("Job"), ref("Suite")]}, "created: a Job, or a Suite for a suite"
-        ),
+        "201": {
+            **json_body(
+                {"oneOf": [ref("Job"), ref("Suite")]}, "created: a Job, or a Suite for a suite"
+            ),
+            "links": {
+                "run": {
+                    "operationId": "get_runs_run_id",
+                    "parameters": {"run_id": "$response.body#/run_id"},
+                    "description": "a suite's run",
+                }
+            },
+        },
         "200": json_body(
             {"oneOf": [ref("Job"), ref("Suite")]},
             "existing jobs: a retried request, or an identical active job",
@@ -299,8 +308,18 @@ def _paths(max_wait_s: float) -> Json:
     }
 
 
+def _operation_id(method: str, path: str) -> str:
+    """``get_jobs_job_id`` for GET /jobs/{job_id}: every operation has one, for links."""
+    words = [word.strip("{}").replace("-", "_").replace(".", "_") for word in path.split("/")]
+    return "_".join([method, *filter(None, words)]) if path != "/" else f"{method}_dashboard"
+
+
 def openapi_document(max_wait_s: float = 60.0) -> Json:
     """The document for a server whose longest ``?wait=`` is *max_wait_s*."""
+    paths = _paths(max_wait_s)
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            operations[method] = {**operation, "operationId": _operation_id(method, path)}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -313,5 +332,5 @@ def openapi_document(max_wait_s: float = 60.0) -> Json:
             "schemas": SCHEMAS,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
-        "paths": _paths(max_wait_s),
+        "paths": paths,
     }
