@@ -2,7 +2,8 @@
 
 ``create_app(url, local_mode=...)`` builds an app for one database. The module attribute
 ``app`` is built on first access from the environment, so ``uvicorn http_api.app:app``
-works as is:
+works as is (add ``--http http_api.http_protocol:BoundedHttpToolsProtocol`` for the bound
+on request heads that ``qgjobd api`` has):
 
 - ``QGJOB_DATABASE_URL`` names the database; without it, the embedded cluster under
   ``$QGJOB_DATA_DIR/pg`` (default ``.qgjob/pg``) is started. Migrations are applied.
