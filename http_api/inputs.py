@@ -34,7 +34,6 @@ __all__ = [
     "query_int",
     "query_name",
     "query_number",
-    "query_text",
     "query_uuid",
 ]
 
@@ -211,11 +210,6 @@ def query_given(request: Request, name: str, max_len: int = 200) -> str | None:
     if len(value) > max_len:
         raise _invalid_query(name, f"{name} is longer than {max_len} characters")
     return value
-
-
-def query_text(request: Request, name: str, *, max_len: int = 200) -> str | None:
-    """A text parameter; None when absent or empty."""
-    return query_given(request, name, max_len) or None
 
 
 def query_name(request: Request, name: str) -> str | None:
