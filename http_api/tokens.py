@@ -79,7 +79,7 @@ def create_token(
                 "org_id": org_id,
                 "token_hash": token_digest(token),
                 "label": label,
-                "scopes": sorted(Scope(scope).value for scope in scopes),
+                "scopes": sorted({Scope(scope).value for scope in scopes}),
             },
         )
     return token
