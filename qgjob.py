@@ -44,6 +44,9 @@ Json = dict[str, Any]
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 TARGETS = ("emulator", "device", "browserstack")
+PLATFORMS = ("android", "ios")
+#: What a device profile may state, as the API names it.
+PROFILE_KEYS = ("platform", "device", "os_version")
 #: Every job status, in lifecycle order (the order progress counts are shown in).
 STATUSES = (
     "submitted",
@@ -337,12 +340,16 @@ def submit_body(args: argparse.Namespace, cwd: str | None = None) -> Json:
     """
     tests = expand_tests(args.tests, cwd)
     body: Json = {"org_id": args.org_id, "app_version_id": args.app_version_id}
-    if len(tests) == 1:
+    if len(tests) == 1 and not args.profiles:
         body["test_path"] = tests[0]
     else:
         body["tests"] = tests
     body["target"] = args.target
     optional = {
+        "platform": args.platform,
+        "device": args.device,
+        "os_version": args.os_version,
+        "profiles": args.profiles,
         "priority": args.priority,
         "build": args.build,
         "repo": args.repo,
@@ -358,6 +365,29 @@ def submit_body(args: argparse.Namespace, cwd: str | None = None) -> Json:
             if isinstance(text, str):
                 _require_utf8(flag, text)
     return body
+
+
+def device_profile(text: str) -> Json:
+    """A ``--device-profile`` value: ``platform=android,device=Pixel 8,os_version=14``."""
+    profile: Json = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or key not in PROFILE_KEYS or not value:
+            raise argparse.ArgumentTypeError(
+                f"{item.strip()!r}: use KEY=VALUE pairs separated by commas, KEY one of "
+                f"{', '.join(PROFILE_KEYS)}"
+            )
+        if key in profile:
+            raise argparse.ArgumentTypeError(f"{key} is given twice")
+        profile[key] = value
+    return profile
+
+
+def profile_label(job: Json) -> str:
+    """What the job needs of the device, for people: ``android Pixel 8 14``; ``any``."""
+    stated = [str(job[key]) for key in PROFILE_KEYS if job.get(key)]
+    return " ".join(stated) or "any"
 
 
 def _cmd_submit(args: argparse.Namespace, client: Client) -> int:
@@ -527,20 +557,34 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def results_table(jobs: Sequence[Json]) -> str:
-    """Test path, status and duration of each job, the errors of the failed ones, a summary."""
+    """Test path, status and duration of each job, the errors of the failed ones, a summary;
+    with a column and a summary per device profile when the jobs ran on several."""
+    profiles = list(dict.fromkeys(profile_label(job) for job in jobs))
+    per_profile = len(profiles) > 1
     rows = []
     for job in jobs:
         status = str(job["status"]) + (" (flaky)" if job.get("flaky") else "")
-        rows.append([status, _seconds(job.get("duration_s")), str(job["test_path"])])
-    lines = [_table(["STATUS", "DURATION", "TEST"], rows)]
+        row = [status, _seconds(job.get("duration_s")), str(job["test_path"])]
+        rows.append([row[0], row[1], profile_label(job), row[2]] if per_profile else row)
+    header = ["STATUS", "DURATION", *(["PROFILE"] if per_profile else []), "TEST"]
+    lines = [_table(header, rows)]
     for job in jobs:
-        if job["status"] != "passed" and job.get("last_error"):
-            lines.append(f"{job['test_path']}: {job['last_error']}")
+        if job["status"] != "passed" and (job.get("last_error") or job.get("unschedulable")):
+            why = job.get("last_error") or f"cannot start: {job['unschedulable']}"
+            lines.append(f"{job['test_path']}: {why}")
+    if per_profile:
+        for profile in profiles:
+            counts = _counts(job for job in jobs if profile_label(job) == profile)
+            lines.append(f"{profile}: {_format_counts(counts)}")
+    lines.append(_format_counts(_counts(jobs)))
+    return "\n".join(lines)
+
+
+def _counts(jobs: Iterable[Json]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for job in jobs:
         counts[job["status"]] = counts.get(job["status"], 0) + 1
-    lines.append(_format_counts(counts))
-    return "\n".join(lines)
+    return counts
 
 
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
@@ -621,7 +665,11 @@ def _status_line(job: Json) -> str:
         details.append(_seconds(job["duration_s"]))
     if job.get("flaky"):
         details.append("flaky")
+    if any(job.get(key) for key in PROFILE_KEYS):
+        details.insert(1, profile_label(job))
     line = f"{job['job_id']}  {job['status']}  {job['test_path']}  ({', '.join(details)})"
+    if job.get("unschedulable"):
+        line += f"\ncannot start: {job['unschedulable']}"
     return line + (f"\nlast error: {job['last_error']}" if job.get("last_error") else "")
 
 
@@ -826,6 +874,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--target", choices=TARGETS, default="emulator", help="where to run (default: emulator)"
     )
     submit.add_argument(
+        "--platform",
+        choices=PLATFORMS,
+        help="the platform the device must run (default: what the build's suffix says, "
+        ".apk/.aab android, .ipa/.app ios)",
+    )
+    submit.add_argument("--device", metavar="MODEL", help="a device model, e.g. 'Pixel 8'")
+    submit.add_argument(
+        "--os-version",
+        metavar="VERSION",
+        help="an OS version prefix the device must match: 14 matches 14 and 14.1",
+    )
+    submit.add_argument(
+        "--device-profile",
+        dest="profiles",
+        action="append",
+        type=device_profile,
+        metavar="PROFILE",
+        help="run every test on this kind of device too, e.g. "
+        "'platform=android,device=Pixel 8,os_version=14'; repeatable: a device matrix, one "
+        "job per test per profile in one run",
+    )
+    submit.add_argument(
         "--priority",
         type=_int_in(1, 10),
         metavar="N",
@@ -916,6 +986,10 @@ def _check(args: argparse.Namespace) -> None:
         if given:
             verb = "applies" if len(given) == 1 else "apply"
             raise CliError(f"{' and '.join(given)} {verb} only with --wait")
+    if args.command == "submit" and args.profiles:
+        beside = [f"--{key.replace('_', '-')}" for key in PROFILE_KEYS if getattr(args, key)]
+        if beside:
+            raise CliError(f"give {beside[0]} in each --device-profile, not beside them")
     split = urllib.parse.urlsplit(args.server)
     if split.scheme not in ("http", "https") or not split.netloc:
         raise CliError(f"the server URL must look like http://host:port, got {args.server!r}")

@@ -130,11 +130,13 @@ def _rebuild(args: argparse.Namespace) -> int:
 
     url = database_url(_data_dir(args))
     apply_migrations(url)
-    return run_rebuild(url, args.name, args.grouping)
+    return run_rebuild(url, args.name)
 
 
 #: The machine ``qgjobd up`` pretends to have: simulated devices, clearly labelled.
-UP_SLOTS = "emulator:2,device:1,browserstack:2"
+UP_SLOTS = (
+    "emulator/android:2,emulator/ios:1,device/android:1,browserstack/android:1,browserstack/ios:1"
+)
 UP_SIMULATION = "install_s=2,test_s=1.5,failure_rate=0.05,flake_rate=0.05"
 
 
@@ -254,7 +256,6 @@ def build_parser() -> argparse.ArgumentParser:
         "rebuild", help="replay the ledger into a projection's tables while it keeps running"
     )
     rebuild.add_argument("name", nargs="?", default="main", help="projection (default: main)")
-    rebuild.add_argument("--grouping", help="strategy for jobs the replay finds ungrouped")
     rebuild.set_defaults(run=_rebuild)
 
     from runner.cli import add_arguments as add_runner_arguments
@@ -283,8 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     api.add_argument(
         "--grouping",
-        help="grouping strategy jobs are grouped by as they are submitted (default: "
-        "$QGJOB_GROUPING or app_version); see `qgjobd projector --grouping`",
+        help="grouping strategy jobs are grouped by as they are submitted: app_version, "
+        "repo, tag, priority or module:callable (default: $QGJOB_GROUPING or app_version)",
     )
     api.set_defaults(run=_api)
 

@@ -33,8 +33,8 @@ from ledger.events import (
     Metadata,
     Target,
 )
+from ledger.grouping import resolve
 from ledger.store import StreamWrite, append_many
-from projections.grouping import resolve
 from projections.projector import Projector
 
 JOBS = 20_000

@@ -71,7 +71,9 @@ _SUBMIT: Json = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": {"oneOf": [ref("SubmitJob"), ref("SubmitSuite")]}}
+            "application/json": {
+                "schema": {"oneOf": [ref("SubmitJob"), ref("SubmitSuite"), ref("SubmitMatrix")]}
+            }
         },
     },
     "responses": {

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from http_api.inputs import MAX_TEXT, MAX_TIMEOUT_S
+from ledger.capabilities import DEVICE_PATTERN, OS_VERSION_PATTERN, Platform
 from ledger.decisions import JobStatus
 from ledger.events import NAME_PATTERN, Target
 
@@ -14,6 +15,7 @@ Json = dict[str, Any]
 
 STATUSES = [status.value for status in JobStatus]
 _TARGETS = [target.value for target in Target]
+_PLATFORMS = [platform.value for platform in Platform]
 
 
 #: An organisation or app version id.
@@ -72,6 +74,21 @@ _SUBMIT_FIELDS: Json = {
     "test_path": {**text(min_length=1), "description": "one AppWright spec (a single job)"},
     "target": {"type": "string", "enum": _TARGETS},
     "priority": {"type": "integer", "minimum": 1, "maximum": 10, "default": 5},
+    "platform": {
+        "type": ["string", "null"],
+        "enum": [*_PLATFORMS, None],
+        "description": "what the device must run; absent: inferred from the build's suffix",
+    },
+    "device": {
+        "type": ["string", "null"],
+        "pattern": DEVICE_PATTERN,
+        "description": "a device model, e.g. Pixel 8",
+    },
+    "os_version": {
+        "type": ["string", "null"],
+        "pattern": OS_VERSION_PATTERN,
+        "description": "an OS version prefix: 14 is met by 14 and 14.1",
+    },
     "build": {**text(2048, nullable=True), "description": "app binary: path, URL or bs:// id"},
     "repo": text(512, nullable=True),
     "commit": text(128, nullable=True),
@@ -85,6 +102,9 @@ _SUBMIT_FIELDS: Json = {
         "description": "queue even if an identical job is still queued or running",
     },
 }
+
+_PROFILE_FIELDS = ("platform", "device", "os_version")
+_TESTS: Json = {"type": "array", "items": text(min_length=1), "minItems": 1, "maxItems": 1000}
 
 SCHEMAS: Json = {
     "Error": {
@@ -114,13 +134,31 @@ SCHEMAS: Json = {
         "required": ["app_version_id", "tests", "target"],
         "properties": {
             **{k: v for k, v in _SUBMIT_FIELDS.items() if k != "test_path"},
-            "tests": {
+            "tests": _TESTS,
+        },
+    },
+    "SubmitMatrix": {
+        "type": "object",
+        "description": "a device matrix: one job per test per profile, in one run; the "
+        "profiles say what each device must be, so the body itself does not",
+        "additionalProperties": False,
+        "required": ["app_version_id", "target", "profiles"],
+        "oneOf": [{"required": ["test_path"]}, {"required": ["tests"]}],
+        "properties": {
+            **{k: v for k, v in _SUBMIT_FIELDS.items() if k not in _PROFILE_FIELDS},
+            "tests": _TESTS,
+            "profiles": {
                 "type": "array",
-                "items": text(min_length=1),
+                "items": ref("DeviceProfile"),
                 "minItems": 1,
-                "maxItems": 1000,
+                "maxItems": 20,
             },
         },
+    },
+    "DeviceProfile": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {name: _SUBMIT_FIELDS[name] for name in _PROFILE_FIELDS},
     },
     "Job": {
         "type": "object",
@@ -131,8 +169,15 @@ SCHEMAS: Json = {
             "app_version_id": {"type": "string"},
             "test_path": {"type": "string"},
             "target": {"type": "string", "enum": _TARGETS},
+            "platform": {"type": ["string", "null"]},
+            "device": {"type": ["string", "null"]},
+            "os_version": {"type": ["string", "null"]},
             "priority": {"type": "integer"},
             "status": {"type": "string", "enum": STATUSES},
+            "unschedulable": {
+                "type": ["string", "null"],
+                "description": "why no live device slot can take this waiting job",
+            },
             "run_id": {"type": ["string", "null"], "format": "uuid"},
             "group_id": {"type": ["string", "null"], "format": "uuid"},
             "device_id": {"type": ["string", "null"], "format": "uuid"},

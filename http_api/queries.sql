@@ -29,9 +29,9 @@ select revoked.token_id, revoked.revoked_at, pg_notify(%(channel)s, revoked.toke
 from revoked;
 
 -- name: submit
--- migrations/035_standing_claims.sql
+-- migrations/040_open_jobs.sql
 select duplicate, claimed, recorded_at
-from submit_jobs(
+from submit_jobs_v2(
     check_duplicate => %(check_duplicate)s,
     org => %(org_id)s,
     app_version => %(app_version_id)s,
@@ -42,10 +42,14 @@ from submit_jobs(
     body_hash => %(request_hash)s,
     run => %(run_id)s,
     new_jobs => %(job_ids)s,
-    grouped_in => %(grouped_in)s,
-    events => %(events)s,
-    announcement => %(announcement)s
+    events => %(events)s
 );
+
+-- name: unschedulable
+-- migrations/040_open_jobs.sql
+select o.job_id, unschedulable_v1(o)
+from open_jobs o
+where o.job_id = any(%(job_ids)s::uuid[]) and o.device_id is null;
 
 -- name: submission_by_key
 select request_hash, run_id, job_ids
@@ -56,21 +60,24 @@ where org_id = %(org_id)s and idempotency_key = %(idempotency_key)s;
 select org_id, job_ids from api_submissions where run_id = %(run_id)s;
 
 -- name: job
-select job_id, org_id, app_version_id, test_path, target, priority, status, run_id, group_id,
+select job_id, org_id, app_version_id, test_path, target, platform, device, os_version,
+       priority, status, run_id, group_id,
        device_id, attempts, flaky, failure_kind, last_error, build, repo, commit, tags,
        max_attempts, timeout_s, submitted_at, started_at, finished_at, duration_s
 from jobs
 where job_id = %(job_id)s and (%(org_id)s::text is null or org_id = %(org_id)s);
 
 -- name: jobs_by_id
-select job_id, org_id, app_version_id, test_path, target, priority, status, run_id, group_id,
+select job_id, org_id, app_version_id, test_path, target, platform, device, os_version,
+       priority, status, run_id, group_id,
        device_id, attempts, flaky, failure_kind, last_error, build, repo, commit, tags,
        max_attempts, timeout_s, submitted_at, started_at, finished_at, duration_s
 from jobs
 where job_id = any(%(job_ids)s::uuid[]);
 
 -- name: jobs_of_run
-select job_id, org_id, app_version_id, test_path, target, priority, status, run_id, group_id,
+select job_id, org_id, app_version_id, test_path, target, platform, device, os_version,
+       priority, status, run_id, group_id,
        device_id, attempts, flaky, failure_kind, last_error, build, repo, commit, tags,
        max_attempts, timeout_s, submitted_at, started_at, finished_at, duration_s
 from jobs
@@ -79,7 +86,8 @@ order by submitted_at, job_id;
 
 -- name: jobs_page
 -- Newest first, keyset-paginated on (submitted_at, job_id): the index jobs_by_org serves it.
-select job_id, org_id, app_version_id, test_path, target, priority, status, run_id, group_id,
+select job_id, org_id, app_version_id, test_path, target, platform, device, os_version,
+       priority, status, run_id, group_id,
        device_id, attempts, flaky, failure_kind, last_error, build, repo, commit, tags,
        max_attempts, timeout_s, submitted_at, started_at, finished_at, duration_s
 from jobs

@@ -1,7 +1,8 @@
 """The read side of the API: jobs, runs, groups and devices from the projection tables.
 
 Rows the projector has not written yet (a job submitted a moment ago) are filled in from
-the job's own stream, which is the one read of events the API makes.
+the job's own stream, which is the one read of events the API makes. A waiting job says
+why no device can take it, if none can (the ``queue`` view's reason).
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import psycopg
 from psycopg.rows import dict_row
 
 from http_api.views import Json, job_from_history, job_from_row, jsonable
+from ledger.decisions import JobStatus
 from ledger.sqlfile import load_queries
 from ledger.store import read_stream
 
 __all__ = ["JobFilter", "devices", "groups", "job", "jobs", "jobs_page", "run"]
 
 _QUERIES = load_queries(Path(__file__).with_name("queries.sql"))
+_WAITING = frozenset({JobStatus.SUBMITTED, JobStatus.GROUPED, JobStatus.RETRYING})
 Conn = psycopg.AsyncConnection[Any]
 
 
@@ -44,9 +47,10 @@ async def _from_stream(conn: Conn, job_id: UUID, org_id: str | None) -> Json | N
 async def job(conn: Conn, job_id: UUID, org_id: str | None) -> Json | None:
     """The job, if it exists and belongs to *org_id* (any org when None)."""
     rows = await _rows(conn, _QUERIES["job"], {"job_id": job_id, "org_id": org_id})
-    if rows:
-        return job_from_row(rows[0])
-    return await _from_stream(conn, job_id, org_id)
+    document = job_from_row(rows[0]) if rows else await _from_stream(conn, job_id, org_id)
+    if document is not None:
+        await _add_unschedulable(conn, [document])
+    return document
 
 
 async def jobs(conn: Conn, job_ids: Sequence[UUID], org_id: str | None) -> list[Json]:
@@ -58,7 +62,18 @@ async def jobs(conn: Conn, job_ids: Sequence[UUID], org_id: str | None) -> list[
         document = found.get(job_id) or await _from_stream(conn, job_id, None)
         if document is not None and (org_id is None or document["org_id"] == org_id):
             result.append(document)
+    await _add_unschedulable(conn, result)
     return result
+
+
+async def _add_unschedulable(conn: Conn, documents: list[Json]) -> None:
+    """Say, in each waiting job's document, why no live slot can take it (None: one can)."""
+    waiting = {doc["job_id"]: doc for doc in documents if doc["status"] in _WAITING}
+    if not waiting:
+        return
+    cursor = await conn.execute(_QUERIES["unschedulable"], {"job_ids": list(waiting)})
+    for job_id, reason in await cursor.fetchall():
+        waiting[str(job_id)]["unschedulable"] = reason
 
 
 async def run(conn: Conn, run_id: UUID, org_id: str | None) -> list[Json] | None:

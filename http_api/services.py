@@ -14,8 +14,8 @@ from starlette.requests import Request
 from http_api.auth import Authenticator
 from http_api.changes import ReadModelChanges
 from http_api.metrics import Metrics
+from ledger.grouping import resolve
 from ledger.wakeup import Channel, Listener, Notifier
-from projections.grouping import resolve
 
 __all__ = ["Services", "Settings", "services"]
 
@@ -35,7 +35,7 @@ class Settings:
     #: How long a request waits for a database connection before answering 503.
     pool_timeout_s: float = 5.0
     #: The grouping strategy jobs are grouped by as they are submitted; None means
-    #: $QGJOB_GROUPING or ``app_version`` (see projections/grouping.py).
+    #: $QGJOB_GROUPING or ``app_version`` (see ledger/grouping.py).
     grouping: str | None = None
 
 
@@ -63,7 +63,7 @@ class Services:
             url, channels=(Channel.PROJECTIONS, Channel.TOKENS), on_notification=self._heard
         )
         self.changes = ReadModelChanges(self.pool, self.listener)
-        self.notifier = Notifier(url, channels=(Channel.EVENTS, Channel.JOBS))
+        self.notifier = Notifier(url, channels=(Channel.EVENTS,))
         self.metrics = Metrics()
 
     def _heard(self, channel: Channel, _payload: str | None) -> None:

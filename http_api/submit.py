@@ -1,21 +1,21 @@
 """Submitting jobs: validate the body, then append each job's events, all or nothing.
 
 A body is one job (``test_path``) or a suite (``tests``: many test paths sharing the
-other fields), which gets a run id. Validation is the ledger's own schema
-(``ledger.codec.structure``), so the API accepts exactly what the ledger can record.
+other fields), which gets a run id; a suite with ``profiles`` (a device matrix) gets one
+job per test per profile, all in one run. Validation is the ledger's own schema
+(``ledger.codec.structure``), so the API accepts exactly what the ledger can record. A
+job that states no platform needs the one its build's suffix names.
 
-A job is grouped as it is submitted: its JobGrouped commits with its JobSubmitted, so a
-device can claim it the moment the submit commits instead of after a projector's round
-trip. The strategy is the API's (``--grouping`` or $QGJOB_GROUPING); a job a custom
-strategy fails on is left for the projector to group, as any job appended ungrouped is.
+A job is grouped as it is submitted, and only then: its JobGrouped commits with its
+JobSubmitted, which makes it claimable (migrations/040_open_jobs.sql). The strategy is
+the API's (``--grouping`` or $QGJOB_GROUPING).
 
 A submit is answered only once it is on disk, but devices need not wait for that: its
 transaction commits without waiting for the WAL flush (a disk write, the larger part of
-a commit) and wakes the devices, handing them the new jobs (ledger/announcement.py);
-then the submit waits for the flush. Should the server crash in between, the submit is
-lost unanswered, and the client's retry (same Idempotency-Key) submits it again; nothing
-durable can have come of it meanwhile, since any commit that waits for its flush
-flushes the WAL before it, the submit's included.
+a commit), which wakes the devices; then the submit waits for the flush. Should the
+server crash in between, the submit is lost unanswered, and the client's retry (same
+Idempotency-Key) submits it again; nothing durable can have come of it meanwhile, since
+any commit that waits for its flush flushes the WAL before it, the submit's included.
 """
 
 from __future__ import annotations
@@ -34,20 +34,35 @@ import psycopg
 from http_api import reads
 from http_api.errors import ApiError
 from http_api.views import Json, job_from_history
-from ledger.announcement import announcement
+from ledger.capabilities import DeviceProfile, platform_of_build
 from ledger.codec import structure
 from ledger.errors import InvalidEvent
-from ledger.events import Event, JobGrouped, JobSubmitted, Metadata
+from ledger.events import Event, JobSubmitted, Metadata
+from ledger.grouping import Grouping
 from ledger.sqlfile import load_queries
 from ledger.store import StreamWrite, append_arguments, execute_appending, flush
-from projections.grouping import Grouping
 
-__all__ = ["MAX_IDEMPOTENCY_KEY", "MAX_SUITE", "SubmitRequest", "Submitted", "parse", "submit"]
+__all__ = [
+    "MAX_IDEMPOTENCY_KEY",
+    "MAX_PROFILES",
+    "MAX_SUITE",
+    "SubmitRequest",
+    "Submitted",
+    "parse",
+    "submit",
+]
 
 _QUERIES = load_queries(Path(__file__).with_name("queries.sql"))
-_FIELDS = frozenset(field.name for field in attrs.fields(JobSubmitted)) | {"tests", "force"}
+_FIELDS = frozenset(field.name for field in attrs.fields(JobSubmitted)) | {
+    "tests",
+    "profiles",
+    "force",
+}
+_PROFILE_FIELDS = ("platform", "device", "os_version")
 MAX_SUITE = 1000
+MAX_PROFILES = 20
 MAX_IDEMPOTENCY_KEY = 200
+_ABSENT = object()
 
 
 @attrs.frozen(kw_only=True)
@@ -100,12 +115,16 @@ def parse(body: dict[str, Any], org_id: str | None) -> SubmitRequest:
         )
     if org_id is not None:
         data.setdefault("org_id", org_id)
-    tests = data.pop("tests", None)
-    if tests is None:
-        return SubmitRequest(
-            jobs=(structure(data, JobSubmitted),), run_id=None, force=force, digest=digest
-        )
-    if "test_path" in data:
+    # Absent, not null: "tests": null is a wrong value, refused below.
+    tests = data.pop("tests", _ABSENT)
+    profiles = _profiles(data.pop("profiles"), data) if "profiles" in data else None
+    if tests is _ABSENT and profiles is None:
+        return SubmitRequest(jobs=(_job(data),), run_id=None, force=force, digest=digest)
+    if tests is _ABSENT:
+        if "test_path" not in data:
+            raise InvalidEvent("test_path is required", field="test_path")
+        tests = [data.pop("test_path")]
+    elif "test_path" in data:
         raise ApiError(
             400, "invalid_field", "give either test_path or tests, not both", field="tests"
         )
@@ -116,20 +135,72 @@ def parse(body: dict[str, Any], org_id: str | None) -> SubmitRequest:
             f"tests must be a list of 1 to {MAX_SUITE} test paths",
             field="tests",
         )
+    matrix = profiles or [{}]
+    if len(tests) * len(matrix) > MAX_SUITE:
+        raise ApiError(
+            400,
+            "invalid_field",
+            f"tests times profiles makes {len(tests) * len(matrix)} jobs; a suite has at most "
+            f"{MAX_SUITE}",
+            field="profiles",
+        )
     run_id = uuid.uuid4()
-    jobs = []
-    for index, test_path in enumerate(tests):
-        try:
-            job = structure({**data, "test_path": test_path}, JobSubmitted)
-        except InvalidEvent as error:
-            if error.field != "test_path":
-                raise
-            where = f"tests[{index}]"
-            raise InvalidEvent(
-                f"{where}: {error.message.removeprefix('test_path ')}", field=where
-            ) from error
-        jobs.append(attrs.evolve(job, run_id=run_id))
+    jobs = [
+        attrs.evolve(_suite_job({**data, **profile}, index, test_path), run_id=run_id)
+        for profile in matrix
+        for index, test_path in enumerate(tests)
+    ]
     return SubmitRequest(jobs=tuple(jobs), run_id=run_id, force=force, digest=digest)
+
+
+def _profiles(raw: object, data: dict[str, Any]) -> list[dict[str, Any]]:
+    """A device matrix's profiles, as the job fields each one sets."""
+    if not isinstance(raw, list) or not raw or len(raw) > MAX_PROFILES:
+        raise ApiError(
+            400,
+            "invalid_field",
+            f"profiles must be a list of 1 to {MAX_PROFILES} device profiles",
+            field="profiles",
+        )
+    stated = [name for name in _PROFILE_FIELDS if name in data]
+    if stated:
+        raise ApiError(
+            400,
+            "invalid_field",
+            f"give {stated[0]} in each of the profiles, not beside them",
+            field=stated[0],
+        )
+    profiles = []
+    for index, item in enumerate(raw):
+        try:
+            profile = structure(item, DeviceProfile)
+        except InvalidEvent as error:
+            where = f"profiles[{index}]" + (f".{error.field}" if error.field else "")
+            raise InvalidEvent(f"profiles[{index}]: {error.message}", field=where) from error
+        fields = {name: getattr(profile, name) for name in _PROFILE_FIELDS}
+        profiles.append({name: value for name, value in fields.items() if value is not None})
+    return profiles
+
+
+def _job(data: dict[str, Any]) -> JobSubmitted:
+    """One job of a body; a job stating no platform needs the one its build names."""
+    job = structure(data, JobSubmitted)
+    if job.platform is None:
+        job = attrs.evolve(job, platform=platform_of_build(job.build))
+    return job
+
+
+def _suite_job(data: dict[str, Any], index: int, test_path: object) -> JobSubmitted:
+    """The suite's job of its *index*-th test, with errors in the test path named by place."""
+    try:
+        return _job({**data, "test_path": test_path})
+    except InvalidEvent as error:
+        if error.field != "test_path":
+            raise
+        where = f"tests[{index}]"
+        raise InvalidEvent(
+            f"{where}: {error.message.removeprefix('test_path ')}", field=where
+        ) from error
 
 
 async def submit(
@@ -144,9 +215,9 @@ async def submit(
     """Append and announce the request's jobs, unless it is a retry or a duplicate, and
     return once they are on disk.
 
-    The checks, the append and the announcement to device agents are one statement
-    (migrations/035_standing_claims.sql), and so one round trip and one transaction; then
-    comes the wait for the flush. *conn* must be in autocommit mode.
+    The checks and the append are one statement (migrations/040_open_jobs.sql), and so
+    one round trip and one transaction; then comes the wait for the flush. *conn* must
+    be in autocommit mode.
     """
     first = request.jobs[0]
     org_id = first.org_id
@@ -178,9 +249,7 @@ async def submit(
             "request_hash": request.digest,
             "run_id": request.run_id,
             "job_ids": job_ids,
-            "grouped_in": _single_group(writes),
             **append_arguments(writes),
-            "announcement": announcement(writes),
         },
     )
     row = await cursor.fetchone()
@@ -213,18 +282,8 @@ def _created(
     return Submitted(jobs=documents, run_id=run_id, created=True)
 
 
-def _single_group(writes: list[StreamWrite]) -> UUID | None:
-    """The group of the request's one job, when it is one job and grouped: such a job may
-    go straight to a slot's standing claim (runner/standing.py)."""
-    if len(writes) != 1:
-        return None
-    grouped = writes[0].events[-1]
-    return grouped.group_id if isinstance(grouped, JobGrouped) else None
-
-
 def _submitted_and_grouped(grouping: Grouping, job_id: UUID, job: JobSubmitted) -> list[Event]:
-    grouped = grouping.try_group(job, job_id)
-    return [job] if grouped is None else [job, grouped]
+    return [job, grouping.group_or_default(job, job_id)]
 
 
 async def _replay(

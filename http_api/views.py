@@ -60,6 +60,7 @@ def jsonable(value: Any) -> Any:
 def job_from_row(row: Mapping[str, Any]) -> Json:
     job: Json = jsonable(row)
     job["flaky"] = bool(job["flaky"])
+    job["unschedulable"] = None
     return job
 
 
@@ -76,6 +77,9 @@ def job_from_history(job_id: UUID, history: Sequence[tuple[Event, dt.datetime]])
         "app_version_id": submitted.app_version_id,
         "test_path": submitted.test_path,
         "target": submitted.target.value,
+        "platform": submitted.platform,
+        "device": submitted.device,
+        "os_version": submitted.os_version,
         "priority": submitted.priority,
         "status": state.status.value if state.status else JobStatus.SUBMITTED.value,
         "run_id": submitted.run_id,
@@ -95,6 +99,7 @@ def job_from_history(job_id: UUID, history: Sequence[tuple[Event, dt.datetime]])
         "started_at": None,
         "finished_at": None,
         "duration_s": None,
+        "unschedulable": None,
     }
     failed_test = False
     for event, at in history[1:]:

@@ -16,6 +16,8 @@ from uuid import UUID
 import attrs
 from attrs import field, validators
 
+from ledger.capabilities import DeviceProfile, Platform, device_name, os_version
+
 __all__ = [
     "ALL_EVENT_TYPES",
     "DEVICE_EVENTS",
@@ -121,6 +123,13 @@ class JobSubmitted:
     test_path: str = field(validator=validators.and_(_text, validators.min_len(1)))
     #: Which kind of device runs it.
     target: Target
+    #: What it needs of the device (ledger/capabilities.py); absent: anything of its
+    #: target. The API fills in the platform a build's suffix names.
+    platform: Platform | None = None
+    #: A device model, e.g. "Pixel 8" (compared without case).
+    device: str | None = field(default=None, validator=device_name)
+    #: An OS version prefix: "14" is met by 14 and 14.1.
+    os_version: str | None = field(default=None, validator=os_version)
     #: 1 (lowest) to 10 (highest); higher runs first, and waiting raises it further.
     priority: int = field(
         default=PRIORITY_DEFAULT,
@@ -143,6 +152,11 @@ class JobSubmitted:
     queue_timeout_s: float | None = field(
         default=None, validator=validators.optional(_positive)
     )
+
+    @property
+    def profile(self) -> DeviceProfile:
+        """What the job needs of the device."""
+        return DeviceProfile(platform=self.platform, device=self.device, os_version=self.os_version)
 
 
 @attrs.frozen(kw_only=True)

@@ -114,19 +114,20 @@ async def append(
 async def append_many(
     conn: psycopg.AsyncConnection[Any], writes: Sequence[StreamWrite]
 ) -> list[Appended]:
-    """Append to several streams in one statement: all the writes land, or none does."""
-    if len(writes) == 1 and len(writes[0].events) == 1:
-        return await _append_one(conn, writes[0])
+    """Append to several streams in one statement: all the writes land, or none does.
+
+    Raises ConcurrencyConflict when another writer moved one of the streams on first.
+    """
     if not any(write.events for write in writes):
         return []
     return await _insert(conn, _QUERIES["append"], append_arguments(writes))
 
 
 def append_arguments(writes: Sequence[StreamWrite]) -> dict[str, Jsonb]:
-    """The arguments of the database's append_events function for *writes*, by name: the
-    events as one JSON document (migrations/034_append_events_json.sql).
+    """The arguments of the database's append_events_v2 function for *writes*, by name: the
+    events as one JSON document (migrations/040_open_jobs.sql).
 
-    A statement of another part of qgjob that appends (``select … append_events(…)``)
+    A statement of another part of qgjob that appends (``select … append_events_v2(…)``)
     takes them as they are, and runs through ``execute_appending``.
     """
     events = []
@@ -149,24 +150,6 @@ def append_arguments(writes: Sequence[StreamWrite]) -> dict[str, Jsonb]:
                 }
             )
     return {"events": Jsonb(events, dumps=json_text)}
-
-
-async def _append_one(conn: psycopg.AsyncConnection[Any], write: StreamWrite) -> list[Appended]:
-    type_name, data = encode(write.events[0])
-    parameters = {
-        "stream_id": write.stream_id,
-        "expected": write.expected_version,
-        "type": type_name,
-        "data": Jsonb(data),
-        "metadata": Jsonb(converter.unstructure(write.metadata)),
-    }
-    appended = await _insert(conn, _QUERIES["append_one"], parameters)
-    if not appended:
-        raise ConcurrencyConflict(
-            f"{ConcurrencyConflict.__doc__} (stream {write.stream_id} is not at version "
-            f"{write.expected_version})"
-        )
-    return appended
 
 
 async def _insert(

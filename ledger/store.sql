@@ -1,17 +1,7 @@
 -- name: append
 -- One statement for any number of events on any number of streams, so an append is one
--- round trip and all or nothing (migrations/034_append_events_json.sql).
-select position, stream_id, version, recorded_at from append_events(%(events)s);
-
--- name: append_one
--- The common case, one event, as a plain single-row insert: measurably cheaper than going
--- through unnest. An expectation ahead of the stream inserts nothing, which the caller
--- turns into a conflict (one row, so there is nothing to be all-or-nothing about).
-insert into events (stream_id, version, type, data, metadata)
-select %(stream_id)s, %(expected)s + 1, %(type)s, %(data)s, %(metadata)s
-where %(expected)s = 0
-   or exists (select 1 from events where stream_id = %(stream_id)s and version = %(expected)s)
-returning position, stream_id, version, recorded_at;
+-- round trip and all or nothing (migrations/040_open_jobs.sql).
+select position, stream_id, version, recorded_at from append_events_v2(%(events)s);
 
 -- name: read_stream
 select position, stream_id, version, type, data, metadata, recorded_at, txid::text::bigint

@@ -9,10 +9,10 @@ first poke after a quiet spell goes out at once, then at most one per
 ``interval`` while pokes keep coming. A lost notification only delays a reader
 until its poll timer fires; readers always read until they find nothing new.
 
-The exception is a transaction that does not wait for its flush (synchronous_commit
-off): it holds the lock only while its commit record goes into memory. The API's
-submit is one (migrations/035_standing_claims.sql): it notifies inside its transaction,
-and its notification to device agents carries the jobs (ledger/announcement.py).
+The exceptions are the statements that make a job claimable (migrations/040_open_jobs.sql):
+a submit, which commits without waiting for its flush and so holds the lock only while
+its commit record goes into memory, and a retry or hand-back, which are few. They
+notify device agents inside their transaction, with the target as the payload.
 
 Notifications go on channels by who needs them, so that no process is woken by
 commits it has nothing to do with: every process would otherwise wake several times
@@ -43,12 +43,10 @@ class Channel(enum.StrEnum):
 
     #: Events were appended: for readers of the whole ledger (the projector).
     EVENTS = "qgjob_events"
-    #: Jobs were submitted or cancelled: for device agents.
-    JOBS = "qgjob_jobs"
     #: The projections moved on: for the API's waiters.
     PROJECTIONS = "qgjob_projections"
-    #: The projections moved on and left jobs waiting for a device (retries, hand-backs,
-    #: jobs the projector grouped): for device agents.
+    #: A job became claimable for the target the payload names (a submit, a retry, a
+    #: hand-back): for device agents.
     QUEUE = "qgjob_queue"
     #: An API token was revoked: for API processes, which forget the tokens they trust.
     TOKENS = "qgjob_tokens"

@@ -1,10 +1,8 @@
 """Applying the ledger to the projection tables, one batch of events per transaction.
 
 A batch reads the next events after the checkpoint, folds them into the rows they
-touch, groups the batch's new jobs, writes the rows with a few multi-row statements
-per table and moves the checkpoint, all in one transaction: it lands whole or not at
-all. The JobGrouped events it appends commit with it, and state that the job stream
-is still at version 1, so a crash can neither lose a grouping nor group a job twice.
+touch, writes the rows with a few multi-row statements per table and moves the
+checkpoint, all in one transaction: it lands whole or not at all.
 
 Two things keep it fast. Rows are remembered between batches, as long as the
 checkpoint in the table is still the one this applier committed last (nobody else
@@ -28,15 +26,12 @@ from ledger.decisions import TERMINAL
 from ledger.events import DEVICE_EVENTS, JOB_EVENTS, JobAssigned
 from ledger.sqlfile import load_queries
 from ledger.store import Checkpoint
-from projections.batch_grouping import ACTOR, group_new_jobs
-from projections.deltas import adds_waiting_jobs
 from projections.fold import Fold
-from projections.grouping import Grouping
 from projections.reading import Read, connect, fill_gaps, read_checkpoint, read_events
 from projections.rows import DeviceRow, JobRow
 from projections.writing import write_statements
 
-__all__ = ["ACTOR", "BatchApplier", "connect"]
+__all__ = ["BatchApplier", "connect"]
 
 _log = logging.getLogger(__name__)
 _QUERIES = load_queries(Path(__file__).with_name("batch.sql"))
@@ -60,11 +55,8 @@ class BatchApplier:
     the checkpoint is where it expects it to be.
     """
 
-    def __init__(
-        self, name: str, grouping: Grouping, batch_size: int, *, remember: int = 100_000
-    ) -> None:
+    def __init__(self, name: str, batch_size: int, *, remember: int = 100_000) -> None:
         self.name = name
-        self.grouping = grouping
         self.batch_size = batch_size
         self._remember_at_most = remember
         self._jobs: dict[UUID, JobRow] = {}
@@ -80,14 +72,13 @@ class BatchApplier:
         ahead: psycopg.AsyncConnection[Any],
         *,
         stop: asyncio.Event | None = None,
-        committed: Callable[[bool], None] | None = None,
+        committed: Callable[[], None] | None = None,
         pace_s: float = 0.0,
     ) -> int:
         """Apply batches until none is left or *stop* is set; return the events read past.
 
         *conn* writes and *ahead* reads, both autocommit connections (see ``connect``).
-        *committed* is called after each batch commits, with whether it left more jobs
-        waiting for a device than before. After a batch that was not full
+        *committed* is called after each batch commits. After a batch that was not full
         (the reader has caught up), *pace_s* passes before the next read: while events
         keep trickling in, they then come in batches of that many seconds' worth, not
         in a transaction each.
@@ -114,7 +105,7 @@ class BatchApplier:
         ahead: psycopg.AsyncConnection[Any],
         start: Checkpoint,
         stop: asyncio.Event | None,
-        committed: Callable[[bool], None] | None,
+        committed: Callable[[], None] | None,
         pace_s: float,
     ) -> None:
         if start != self._remembered_at:
@@ -163,7 +154,7 @@ class BatchApplier:
         fold: Fold,
         taken: asyncio.Event,
     ) -> None:
-        """Group, write and move the checkpoint in one transaction; set *taken* once the
+        """Write and move the checkpoint in one transaction; set *taken* once the
         rows are serialised, after which the next batch may change them in memory."""
         async with conn.transaction():
             cursor = await conn.execute(_QUERIES["lock_checkpoint"], {"name": self.name})
@@ -172,7 +163,6 @@ class BatchApplier:
             locked = Checkpoint(txid=row[0], position=row[1])
             if locked != start:
                 raise _Moved(locked)
-            await group_new_jobs(conn, self.grouping, fold, events)
             statements = write_statements(fold)
             taken.set()
             # Sent in one go, so the server works through them while the next batch is
@@ -195,7 +185,7 @@ class BatchApplier:
         fold: Fold,
         next_fold: Fold | None,
         checkpoint: Checkpoint,
-        committed: Callable[[bool], None] | None,
+        committed: Callable[[], None] | None,
     ) -> None:
         """Note that *fold*'s batch committed; *next_fold* is the one folded after it.
 
@@ -214,7 +204,7 @@ class BatchApplier:
         if next_fold is None:
             self._remembered_at = checkpoint
         if committed is not None:
-            committed(adds_waiting_jobs(fold.queue))
+            committed()
 
     # ---- rows -----------------------------------------------------------------------------
 

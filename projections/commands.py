@@ -16,11 +16,6 @@ def add_projector_arguments(parser: argparse.ArgumentParser) -> None:
         "--name", default="main", help="the projection's checkpoint name (default: main)"
     )
     parser.add_argument(
-        "--grouping",
-        help="grouping strategy: app_version, repo, tag, priority or module:callable "
-        "(default: $QGJOB_GROUPING or app_version)",
-    )
-    parser.add_argument(
         "--poll-interval",
         type=float,
         default=1.0,
@@ -29,12 +24,10 @@ def add_projector_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def projector_from_args(url: str, args: argparse.Namespace) -> Projector:
-    return Projector(
-        url, name=args.name, grouping=args.grouping, poll_interval=args.poll_interval
-    )
+    return Projector(url, name=args.name, poll_interval=args.poll_interval)
 
 
-def run_rebuild(url: str, name: str, grouping: str | None = None) -> int:
-    replayed = asyncio.run(rebuild(url, name, grouping=grouping))
+def run_rebuild(url: str, name: str) -> int:
+    replayed = asyncio.run(rebuild(url, name))
     print(f"rebuilt projection {name} from {replayed} events")
     return 0

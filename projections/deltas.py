@@ -9,7 +9,7 @@ import attrs
 
 from ledger.decisions import JobStatus
 
-__all__ = ["BUCKET", "GROUP_COUNTERS", "GroupChange", "NewGroup", "QueueKey", "adds_waiting_jobs"]
+__all__ = ["BUCKET", "GROUP_COUNTERS", "GroupChange", "NewGroup", "QueueKey"]
 
 #: The per-status columns of ``groups``; a job counts in one of them once grouped.
 GROUP_COUNTERS = ("queued", "assigned", "running", "passed", "failed", "cancelled", "timed_out")
@@ -28,11 +28,6 @@ BUCKET: dict[str, str | None] = {
 
 #: (org_id, target, status): the key of a ``queue_depth`` row.
 QueueKey = tuple[str, str, str]
-
-
-def adds_waiting_jobs(queue: Counter[QueueKey]) -> bool:
-    """Whether queue-depth changes leave more jobs waiting for a device than before."""
-    return any(count > 0 and BUCKET[status] == "queued" for (_, _, status), count in queue.items())
 
 
 @attrs.frozen(kw_only=True)

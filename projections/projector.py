@@ -10,8 +10,9 @@ in it lets as long pass after each batch that was not full. A job's submit, clai
 result commit within a few milliseconds of each other, each with its notification;
 read one by one, they cost a batch transaction each, and the projector's work would
 compete for the CPU with the API and the runners just when they are starting that job.
-Nobody waits on the projector for that: devices claim fresh jobs from the ledger
-(runner/fresh.py), so the delay only batches the projector's work. A backlog is still
+Nobody waits on the projector for that: devices claim from open_jobs, which the
+ledger keeps (migrations/040_open_jobs.sql), so the delay only batches the projector's
+work. A backlog is still
 read in full batches, one after the other.
 
 Correctness does not rest on that lock: every batch locks the checkpoint row first
@@ -24,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,32 +33,18 @@ import psycopg
 from ledger.sqlfile import load_queries
 from ledger.wakeup import Channel, Listener, Notifier
 from projections.batch import BatchApplier, connect
-from projections.grouping import resolve
 
 __all__ = ["Projector"]
 
 _log = logging.getLogger(__name__)
 _QUERIES = load_queries(Path(__file__).with_name("projector.sql"))
-#: What a committed batch says: the projections moved on, and when it left jobs waiting
-#: for a device, that there is work for devices. The JobGrouped events a batch appends
-#: are for jobs that came ungrouped; the batch applies them itself, and devices hear of
-#: them that way. A batch that only saw jobs come and go wakes no device.
-_MOVED = (Channel.PROJECTIONS,)
-_CHANNELS = (*_MOVED, Channel.QUEUE)
-
-
-def _announcer(notifier: Notifier) -> Callable[[bool], None]:
-    def committed(left_waiting: bool) -> None:
-        notifier.poke(*(_CHANNELS if left_waiting else _MOVED))
-
-    return committed
+#: What a committed batch says: the projections moved on (for the API's waiters).
+_CHANNELS = (Channel.PROJECTIONS,)
 
 
 class Projector:
     """Applies the ledger's events to the projection tables under a checkpoint *name*.
 
-    *grouping* names the grouping strategy (see projections/grouping.py); None means
-    $QGJOB_GROUPING or ``app_version``. An unknown name raises UnknownStrategy here.
     """
 
     def __init__(
@@ -69,15 +55,13 @@ class Projector:
         poll_interval: float = 1.0,
         coalesce_s: float = 0.05,
         batch_size: int = 1000,
-        grouping: str | None = None,
     ) -> None:
         self.url = url
         self.name = name
         self.poll_interval = poll_interval
         self.coalesce_s = coalesce_s
         self.batch_size = batch_size
-        self.grouping = resolve(grouping)
-        self._batches = BatchApplier(name, self.grouping, batch_size)
+        self._batches = BatchApplier(name, batch_size)
         self._retry_delay = min(poll_interval, 1.0)
         self._active = False
 
@@ -93,7 +77,7 @@ class Projector:
             await connect(self.url) as ahead,
             Notifier(self.url, channels=_CHANNELS) as notifier,
         ):
-            return await self._batches.apply_all(conn, ahead, committed=_announcer(notifier))
+            return await self._batches.apply_all(conn, ahead, committed=notifier.poke)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Project until *stop* is set; the batch in hand is finished first."""
@@ -126,7 +110,7 @@ class Projector:
                             conn,
                             ahead,
                             stop=stop,
-                            committed=_announcer(notifier),
+                            committed=notifier.poke,
                             pace_s=self.coalesce_s,
                         )
                         await _woken(listener, stop, self.poll_interval)

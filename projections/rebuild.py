@@ -23,7 +23,6 @@ from ledger.errors import QgjobError
 from ledger.sqlfile import load_queries
 from ledger.wakeup import Channel, Notifier
 from projections.batch import BatchApplier, connect
-from projections.grouping import resolve
 
 __all__ = ["PROJECTION_TABLES", "RebuildRunning", "rebuild"]
 
@@ -44,14 +43,8 @@ class RebuildRunning(QgjobError):
     """A rebuild of this projection is already running."""
 
 
-async def rebuild(
-    url: str, name: str = "main", *, grouping: str | None = None, batch_size: int = 1000
-) -> int:
-    """Replay every event into projector *name*'s tables; return how many were replayed.
-
-    Jobs the replay finds ungrouped are grouped, as the live projector would.
-    """
-    strategy = resolve(grouping)
+async def rebuild(url: str, name: str = "main", *, batch_size: int = 1000) -> int:
+    """Replay every event into projector *name*'s tables; return how many were replayed."""
     shadow = f"qgjob_rebuild_{name}"[:63]
     async with await connect(url) as admin:
         cursor = await admin.execute(_QUERIES["try_lock"], {"name": name})
@@ -67,10 +60,10 @@ async def rebuild(
                         sql.Identifier(shadow), sql.Identifier(live)
                     )
                 )
-            replayed = await BatchApplier(name, strategy, batch_size).apply_all(conn, ahead)
+            replayed = await BatchApplier(name, batch_size).apply_all(conn, ahead)
         await _swap(admin, name, shadow, live)
         await admin.execute(sql.SQL("drop schema {} cascade").format(sql.Identifier(shadow)))
-    async with Notifier(url, channels=(Channel.PROJECTIONS, Channel.QUEUE)) as notifier:
+    async with Notifier(url, channels=(Channel.PROJECTIONS,)) as notifier:
         notifier.poke()
     _log.info("rebuilt projection %s from %d events", name, replayed)
     return replayed

@@ -26,6 +26,10 @@ class JobRow:
     app_version_id: str
     test_path: str
     target: str
+    #: What the job needs of the device (ledger/capabilities.py).
+    platform: str | None
+    device: str | None
+    os_version: str | None
     priority: int
     build: str | None
     repo: str | None

@@ -1,7 +1,8 @@
 """The agent: one process hosting device slots, with its lease and its watchers.
 
 Besides the slots, an agent runs: the EventWriter (results, batched), a listener that
-wakes idle slots when events land, a heartbeat that renews its lease, a watcher that
+wakes an idle slot when work may wait for its target, a poll timer that does the same
+in case a notification was lost, a heartbeat that renews its lease, a watcher that
 stops batches whose jobs were cancelled, and maintenance shared by all agents (rescue
 lapsed agents' jobs, time out overdue queued jobs).
 
@@ -26,25 +27,23 @@ from uuid import UUID
 
 import psycopg
 
-from ledger.announcement import Assignment, GroupedJob
+from ledger.errors import QgjobError
 from ledger.wakeup import Channel, Listener, Notifier
 from runner._sql import QUERIES
 from runner.claim import LeaseLost
 from runner.config import AgentConfig, make_executor
 from runner.devices import DeviceStream, device_id_for, register_devices
-from runner.fresh import FreshJobs
-from runner.queue_view import QueueView
+from runner.jobs import runner_actor
 from runner.rescue import rescue_lapsed_agents
-from runner.slot import Slot, SlotServices
+from runner.services import SlotServices
+from runner.slot import Slot
 from runner.timeouts import time_out_queued_jobs
-from runner.wake import Wakeup
+from runner.wakeups import WakeUps
 from runner.writer import EventWriter
 
 __all__ = ["Agent", "run_agent"]
 
 _log = logging.getLogger(__name__)
-#: The cancel watcher looks at most this often, however many notifications arrive.
-_CANCEL_CHECK_GAP_S = 0.1
 #: How long the agent gathers what it appends before it notifies the projector.
 _NOTIFY_AFTER_S = 0.05
 
@@ -62,13 +61,11 @@ class Agent:
         self.url = url
         self.config = config
         self.agent_id = f"{config.name}:{uuid.uuid4().hex[:8]}"
-        self.actor = f"runner:{self.agent_id}"
+        self.actor = runner_actor(self.agent_id)
         self.slots: list[Slot] = []
-        #: The agent's summary of the queue, per target its slots serve.
-        self._views: dict[str, QueueView] = {}
+        self._targets = frozenset(spec.target for spec in config.slots)
         self._lease_lost = asyncio.Event()
-        self._fresh = FreshJobs()
-        self._wakeup = Wakeup()
+        self._wakeups = WakeUps()
         self._rng = random.Random()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -79,42 +76,24 @@ class Agent:
             # anyway (projections/projector.py): a job's start and result, a moment apart,
             # go out as one notification.
             notifier = await stack.enter_async_context(Notifier(self.url, delay=_NOTIFY_AFTER_S))
-            fresh, wakeup = self._fresh, self._wakeup
-            # Its own claims and results concern the projector only: it does not hear them.
             await stack.enter_async_context(
-                Listener(
-                    self.url,
-                    channels=(Channel.JOBS, Channel.QUEUE),
-                    on_notification=self._notified,
-                )
+                Listener(self.url, channels=(Channel.QUEUE,), on_notification=self._notified)
             )
             writer = EventWriter(
                 self.url, actor=self.actor, notifier=notifier, on_lost=self._jobs_lost
             )
             async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
                 devices = await self._start(conn)
-                await fresh.start(conn)
-                self._views = {
-                    target: QueueView(target, self.agent_id, ttl_s=config.queue_view_ttl_s)
-                    for target in {device.spec.target for device in devices}
-                }
-                # Read before the first claim, which may take fresh jobs without asking the
-                # database anything: it must know which orgs have a parallel limit.
-                for view in self._views.values():
-                    await view.any_queued(conn)
             services = SlotServices(
                 url=self.url,
                 agent_id=self.agent_id,
                 config=config,
                 executor=executor,
                 writer=writer,
-                wakeup=wakeup,
+                wakeups=self._wakeups,
                 rng=self._rng,
                 build_refs={},
                 uploads=defaultdict(asyncio.Lock),
-                views=self._views,
-                fresh=fresh,
-                running={},
                 lease_lost=self._lease_lost,
             )
             self.slots = [Slot(services, device) for device in devices]
@@ -123,7 +102,8 @@ class Agent:
                     group.create_task(writer.run()),
                     group.create_task(self._every(config.lease_ttl_s / 3, self._renew)),
                     group.create_task(self._every(config.maintenance_interval_s, self._maintain)),
-                    group.create_task(self._watch_cancels(wakeup)),
+                    group.create_task(self._every(config.cancel_poll_s, self._check_cancels)),
+                    group.create_task(self._poll()),
                 ]
                 slot_tasks = [group.create_task(slot.run()) for slot in self.slots]
                 stopped = group.create_task(stop.wait())
@@ -132,7 +112,7 @@ class Agent:
                 reason = "the agent lost its lease" if lost.done() else "the agent is shutting down"
                 for slot in self.slots:
                     slot.stop(reason, at_once=lost.done())
-                wakeup.fire()
+                self._wakeups.wake_all()
                 await asyncio.gather(*slot_tasks)
                 for task in [*background, stopped, lost]:
                     task.cancel()
@@ -166,12 +146,16 @@ class Agent:
         ]
         await register_devices(conn, devices)
         for device in devices:
+            spec = device.spec
             await conn.execute(
                 QUERIES["register_slot"],
                 {
                     "device_id": device.device_id,
                     "agent_id": self.agent_id,
-                    "target": device.spec.target,
+                    "target": spec.target,
+                    "platform": spec.platform,
+                    "device": spec.device,
+                    "os_version": spec.os_version,
                 },
             )
         await self._maintain(conn)
@@ -179,7 +163,7 @@ class Agent:
             "agent %s up with %d slot(s): %s; executor %s",
             self.agent_id,
             len(devices),
-            ", ".join(f"{d.spec.name} ({d.spec.target})" for d in devices),
+            ", ".join(f"{d.spec.name} ({d.spec.describe()})" for d in devices),
             "simulated (no real devices)" if config.executor == "simulated" else config.executor,
         )
         return devices
@@ -194,11 +178,25 @@ class Agent:
             try:
                 async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
                     while True:
-                        await work(conn)
+                        try:
+                            await work(conn)
+                        except psycopg.OperationalError:
+                            raise
+                        except (psycopg.Error, QgjobError) as error:
+                            # A row this cannot deal with must not stop the agent's slots.
+                            _log.error("%s failed (%s); trying again", work.__name__, error)
                         await asyncio.sleep(interval)
             except psycopg.OperationalError as error:
                 _log.warning("%s: connection lost (%s)", work.__name__, error)
                 await asyncio.sleep(interval)
+
+    async def _poll(self) -> None:
+        """Wake an idle slot of each target now and then: a lost notification costs a
+        poll, never a job. Jittered, so that a fleet's agents do not poll in step."""
+        while True:
+            await asyncio.sleep(self.config.poll_interval_s * self._rng.uniform(0.5, 1.5))
+            for target in self._targets:
+                self._wakeups.wake_one(target)
 
     async def _renew(self, conn: psycopg.AsyncConnection[Any]) -> None:
         params = {"agent_id": self.agent_id, "ttl_s": self.config.lease_ttl_s}
@@ -214,43 +212,23 @@ class Agent:
         if rescued or timed_out:
             _log.info("rescued %d job(s); timed out %d queued job(s)", rescued, timed_out)
 
-    async def _watch_cancels(self, wakeup: Wakeup) -> None:
-        """Stop the batches of jobs cancelled while on a slot of this agent."""
-
-        async def check(conn: psycopg.AsyncConnection[Any]) -> None:
-            held = [job.job_id for slot in self.slots for job in slot.held()]
-            if held:
-                cursor = await conn.execute(QUERIES["cancelled_jobs"], {"ids": held})
-                cancelled = [row[0] for row in await cursor.fetchall()]
-                if cancelled:
-                    for slot in self.slots:
-                        slot.jobs_ended_elsewhere(cancelled, cancelled=True)
-            await wakeup.wait(self.config.cancel_poll_s)
-
-        await self._every(_CANCEL_CHECK_GAP_S, check)
-
-    def _notified(self, channel: Channel, payload: str | None) -> None:
-        """Take in a notification (None: the listener reconnected) and wake the slots,
-        saying whether it was news beyond jobs announced by their submit (runner/wake.py)."""
-        said = self._fresh.heard(channel, payload)
-        if said is not None and said.assigned is not None:
-            # A job given to a standing claim is no news to anyone but its slot.
-            self._give(said.assigned, said.jobs)
+    async def _check_cancels(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Stop the batches of jobs that left this agent's hands (cancelled, rescued)."""
+        held = [job.job_id for slot in self.slots for job in slot.held()]
+        if not held:
             return
-        if channel is Channel.QUEUE:
-            # Jobs wait in the jobs table: the agent's summaries of it are out of date. (Jobs
-            # just submitted need no new summary: they are fresh, runner/fresh.py.)
-            for view in self._views.values():
-                view.invalidate()
-        self._wakeup.fire(news=channel is not Channel.JOBS or self._fresh.look_wanted)
+        params = {"ids": held, "agent_id": self.agent_id}
+        cursor = await conn.execute(QUERIES["ended_elsewhere"], params)
+        ended = [row[0] for row in await cursor.fetchall()]
+        if ended:
+            self._jobs_lost(ended)
 
-    def _give(self, assigned: Assignment, jobs: list[GroupedJob]) -> None:
-        """Hand a batch a submit gave to a standing claim to its slot, if it is ours."""
-        if assigned.agent_id == self.agent_id:
-            for slot in self.slots:
-                if slot.identity.device_id == assigned.device_id:
-                    slot.given(jobs)
+    def _notified(self, _channel: Channel, target: str | None) -> None:
+        """Work may wait for *target* (None: the listener reconnected, and may have missed
+        notifications for any target)."""
+        for woken in self._targets if target is None else self._targets & {target}:
+            self._wakeups.wake_one(woken)
 
     def _jobs_lost(self, job_ids: Sequence[UUID]) -> None:
         for slot in self.slots:
-            slot.jobs_ended_elsewhere(job_ids, cancelled=False)
+            slot.jobs_ended_elsewhere(job_ids)

@@ -6,21 +6,18 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID
 
 import psycopg
 
 from ledger.errors import InfrastructureError, TransitionRefused
 from ledger.events import Event, JobStarted, JobTimedOut, TimeoutKind
-from runner._sql import QUERIES
 from runner.claim import Claim
 from runner.devices import DeviceStream, uploaded_build
 from runner.executors import Batch, BatchJob, Outcome
 from runner.jobs import HeldJob, hand_back, outcome_events
-
-if TYPE_CHECKING:
-    from runner.slot import SlotServices
+from runner.services import SlotServices
 
 __all__ = ["BatchRun"]
 
@@ -39,7 +36,6 @@ class BatchRun:
         self._device = device
         self._claim = claim
         self.jobs = {job.job_id: job for job in claim.jobs}
-        self._conn: psycopg.AsyncConnection[Any] | None = None
         self._task: asyncio.Task[None] | None = None
         #: Why the executor is being stopped early, once it is.
         self._stop_reason: str | None = None
@@ -50,7 +46,8 @@ class BatchRun:
 
     # ---- control, from the agent ------------------------------------------------------------
 
-    def ended_elsewhere(self, job_ids: set[UUID], *, cancelled: bool) -> None:
+    def ended_elsewhere(self, job_ids: set[UUID]) -> None:
+        """Another writer ended these jobs (a cancel, a rescue): stop the one running."""
         running = []
         for job_id in job_ids & self.jobs.keys():
             job = self.jobs[job_id]
@@ -58,13 +55,11 @@ class BatchRun:
                 continue
             if job.started:
                 running.append(job_id)
-            if cancelled:
-                job.cancelled = True
-            else:
-                job.lost = True
+            job.lost = True
         if running:
-            what = "cancelled" if cancelled else "ended by another writer"
-            self._halt(f"job {running[0]} of the same batch was {what}")
+            self._halt(
+                f"job {running[0]} of the same batch ended elsewhere (cancelled, or handed on)"
+            )
 
     def stop(self, reason: str, *, at_once: bool) -> None:
         if at_once or not any(job.started and not job.settled for job in self.jobs.values()):
@@ -84,14 +79,14 @@ class BatchRun:
     # ---- the batch ----------------------------------------------------------------------------
 
     async def execute(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        self._conn = conn
         try:
             if self._stop_reason is None:
                 await self._prepare_and_run(conn)
         except psycopg.Error as error:
             # Recording an install failed: the batch cannot be accounted for as it runs.
+            # Nothing is wrong with the jobs or the device, so they are handed back.
             _log.warning("slot %s: %s", self._device.spec.name, error)
-            self._crash = f"the runner lost its database connection: {error}"
+            self._stop_reason = f"the runner lost its database connection ({error})"
         self._end_the_rest()
         await asyncio.gather(*self._written)
 
@@ -191,7 +186,7 @@ class BatchRun:
             else:
                 reason = self._crash or "the executor reported no outcome"
                 outcome = Outcome(job_id=job.job_id, status="error", message=reason, duration_s=0)
-                self._write(job, self._outcome_events(job, outcome, counted_attempts=job.attempt))
+                self._write(job, self._outcome_events(job, outcome))
 
     # ---- BatchReporter ------------------------------------------------------------------------
 
@@ -211,37 +206,18 @@ class BatchRun:
         if job.settled:
             return
         job.finished = True
-        counted = job.attempt
-        if outcome.status in ("failed", "error") and job.attempt > 1:
-            counted -= await self._handed_back(job)
-        self._write(job, self._outcome_events(job, outcome, counted_attempts=counted))
+        self._write(job, self._outcome_events(job, outcome))
 
     # ---- helpers ------------------------------------------------------------------------------
 
-    def _outcome_events(
-        self, job: HeldJob, outcome: Outcome, *, counted_attempts: int
-    ) -> list[Event]:
+    def _outcome_events(self, job: HeldJob, outcome: Outcome) -> list[Event]:
         return outcome_events(
             job,
             outcome,
-            counted_attempts=counted_attempts,
             policy=self._services.config.retry,
             now=_now(),
             rng=self._services.rng,
         )
-
-    async def _handed_back(self, job: HeldJob) -> int:
-        """How many of the job's attempts were handed back (they do not count)."""
-        assert self._conn is not None
-        try:
-            cursor = await self._conn.execute(
-                QUERIES["handed_back_attempts"], {"job_id": job.job_id}
-            )
-            row = await cursor.fetchone()
-        except psycopg.Error as error:
-            _log.warning("cannot count handed-back attempts of %s (%s)", job.job_id, error)
-            return 0
-        return int(row[0]) if row else 0
 
     def _write(self, job: HeldJob, events: Iterable[Event]) -> None:
         try:

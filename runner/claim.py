@@ -1,32 +1,27 @@
-"""Claiming a batch: one short transaction that picks a group and assigns its jobs.
+"""Claiming a batch: one transaction that takes a slot's best jobs from open_jobs.
 
-In one transaction the slot withdraws its standing claim (runner/standing.py), ends its
-previous batch's occupancy, chooses the best unit of work for itself and that unit's
-best jobs (runner/choose.py: the org's row is locked and its busy slots counted when it
-has a parallel limit, the jobs' rows locked SKIP LOCKED), then appends a JobAssigned to
-each at the version it was chosen at, all or nothing, and records the slot's occupancy,
-in one statement (claim_jobs). The append is the arbiter: if any job moved on
-meanwhile, the whole claim rolls back and is tried again, so exactly one slot owns an
-attempt.
+docs/claiming.md follows a job from submit to device; this is the claim step. In one
+transaction the slot:
 
-The claim's commit does not wait for its WAL flush: the device starts the batch about a
-millisecond sooner, and durability comes with the batch's first append (JobStarted),
-whose synchronous commit flushes the WAL before it, the claim's included. Should the
-server crash before that, the claim is gone with it: the job is unassigned again, and
-the agent's appends for it, made at versions past the claim, are refused as conflicts,
-so the job is dropped here and claimed anew, still by exactly one slot.
+1. checks that its agent still holds its lease, and locks the lease row so that no
+   rescuer hands the agent's jobs on until the claim has committed;
+2. takes up the jobs already assigned to it that it never started, if there are any: a
+   claim of its that committed while its connection broke;
+3. otherwise reads what waits for it in open_jobs (only jobs whose needs its
+   capabilities meet), ranks the claim units with runner/policy.py and, for the best
+   unit that no other claim is choosing from right now and whose org has a free slot,
+   locks up to a batch of its jobs, skipping rows other claims have locked;
+4. appends each job's JobAssigned at the version it locked, all or nothing.
 
-An idle slot is offered the jobs grouped since the agent last read the ledger
-(runner/fresh.py) first, before the projector has put them in the jobs table: a slot
-that found the table empty a moment ago has nothing older to prefer. When the best of
-them belong to an org without a parallel limit, there is nothing to choose in the
-database, and the claim is that one statement alone: one round trip from idle to
-assigned.
+The row locks keep two claims off one job; the append's expected versions decide should
+anything else have moved a job on. A claim that loses a race (a cancel, a deadlock
+between two claims of limited orgs) rolls back whole and looks again.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Collection, Sequence
 from typing import Any
 from uuid import UUID
@@ -35,52 +30,36 @@ import attrs
 import psycopg
 from psycopg import errors as pg_errors
 
+from ledger.decisions import JobState, JobStatus, decide
 from ledger.errors import ConcurrencyConflict, QgjobError
-from ledger.events import Metadata
-from ledger.store import StreamWrite, append_arguments, execute_appending
+from ledger.events import JobAssigned, Metadata
+from ledger.store import StreamWrite, append_many
 from runner._sql import QUERIES
-from runner.choose import Chosen, assignment, choose_fresh, choose_fresh_unlimited, choose_queued
-from runner.fresh import FreshJobs
-from runner.jobs import HeldJob
-from runner.policy import ClaimPolicy
-from runner.queue_view import QueueView, UnitKey
+from runner.jobs import HeldJob, runner_actor
+from runner.policy import ClaimPolicy, QueuedGroup, batch_size, rank_groups
 
-__all__ = [
-    "BatchGiven",
-    "Claim",
-    "ClaimRequest",
-    "LeaseLost",
-    "SlotIdentity",
-    "check_opened",
-    "claim_batch",
-]
+__all__ = ["Claim", "LeaseLost", "SlotIdentity", "claim_batch"]
 
 _log = logging.getLogger(__name__)
 _RETRIES = 5
+#: Claim units tried per claim; more are rarely worth it (other slots take them meanwhile).
+_UNITS_TRIED = 8
 
 
 class LeaseLost(QgjobError):
     """This agent's lease lapsed; its jobs are being handed to other agents."""
 
 
-class BatchGiven(QgjobError):
-    """The slot holds a batch it did not claim itself: a submit gave it one for its
-    standing claim (runner/standing.py), or a claim of its committed unbeknown to it."""
-
-
-def check_opened(opened: str) -> None:
-    """Raise what begin_claim's answer (migrations/035_standing_claims.sql) means."""
-    if opened == "lease_lost":
-        raise LeaseLost()
-    if opened == "given":
-        raise BatchGiven()
-
-
 @attrs.frozen(kw_only=True)
 class SlotIdentity:
+    """Which slot claims, and what it offers a job."""
+
     device_id: UUID
     agent_id: str
     target: str
+    platform: str | None = None
+    device: str | None = None
+    os_version: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -97,136 +76,211 @@ async def claim_batch(
     conn: psycopg.AsyncConnection[Any],
     slot: SlotIdentity,
     *,
-    view: QueueView,
-    running: dict[UUID, UnitKey],
     installed: Collection[str],
     policy: ClaimPolicy,
     default_timeout_s: float,
-    fresh: FreshJobs | None = None,
-    fresh_first: bool = False,
-    last_batch: Sequence[UUID] = (),
 ) -> Claim | None:
     """Claim the best batch for *slot*, or None when nothing is runnable for it now.
 
-    *view* is the agent's picture of the queue for the slot's target; *running* is what
-    each busy slot of the agent runs, by device id. The unit a claim goes for is entered
-    in *running* before the claim waits on the database, so that the agent's other
-    slots, ranking meanwhile, count it as taken; it stays there when the claim succeeds.
-    *fresh* holds jobs too new for the view: tried after the view's, or before them when
-    *fresh_first* (for an idle slot, which found the view empty a moment ago).
-    *last_batch*: the jobs of the slot's last batch, which the claim ends; it also
-    withdraws the slot's standing claim. *conn* must be in autocommit mode. Raises
-    LeaseLost when the agent's lease lapsed, BatchGiven when the slot holds a batch it
-    does not know of.
+    *installed* are the app versions on the slot's device. *conn* must be in autocommit
+    mode. Raises LeaseLost when the agent's lease has lapsed.
     """
-    request = ClaimRequest(
-        slot=slot,
-        view=view,
-        running=running,
-        installed=installed,
-        policy=policy,
-        default_timeout_s=default_timeout_s,
-        last_batch=list(last_batch),
-    )
     for _ in range(_RETRIES):
         try:
-            if fresh_first and fresh is not None:
-                chosen = choose_fresh_unlimited(request, fresh)
-                if chosen is not None:
-                    return await _assign(conn, request, chosen)
             async with conn.transaction():
-                claim = await _claim(conn, request, fresh, fresh_first=fresh_first)
-            if claim is None:
-                view.invalidate()
-            return claim
-        except (
-            ConcurrencyConflict,
-            pg_errors.DeadlockDetected,
-            pg_errors.UniqueViolation,
-        ) as error:
-            # Someone appended to one of the jobs (a cancel, say) after we locked it; two
-            # claims locked limited orgs in opposite orders; or the previous process of
-            # this agent still occupies the device, its rescue under way. Look again.
-            running.pop(slot.device_id, None)
-            view.invalidate()
+                return await _claim(conn, slot, installed, policy, default_timeout_s)
+        except (ConcurrencyConflict, pg_errors.DeadlockDetected) as error:
             _log.debug("claim for %s lost a race (%s); retrying", slot.device_id, error)
     return None
 
 
-@attrs.frozen(kw_only=True)
-class ClaimRequest:
-    """One slot's claim: who asks, what its agent sees, and how it ranks (runner/choose.py)."""
-
-    slot: SlotIdentity
-    view: QueueView
-    running: dict[UUID, UnitKey]
-    installed: Collection[str]
-    policy: ClaimPolicy
-    default_timeout_s: float
-    #: The jobs of the slot's last batch, whose occupancy the claim ends.
-    last_batch: list[UUID]
-
-
 async def _claim(
     conn: psycopg.AsyncConnection[Any],
-    request: ClaimRequest,
-    fresh: FreshJobs | None,
-    *,
-    fresh_first: bool,
+    slot: SlotIdentity,
+    installed: Collection[str],
+    policy: ClaimPolicy,
+    default_timeout_s: float,
 ) -> Claim | None:
-    slot = request.slot
-    ids = {"device_id": slot.device_id, "agent_id": slot.agent_id, "last_batch": request.last_batch}
-    row = await (await conn.execute(QUERIES["begin_claim"], ids)).fetchone()
-    assert row is not None
-    check_opened(row[0])
-
-    async def from_fresh() -> Chosen | None:
-        return None if fresh is None else await choose_fresh(conn, request, fresh)
-
-    async def from_table() -> Chosen | None:
-        return await choose_queued(conn, request)
-
-    for choose in (from_fresh, from_table) if fresh_first else (from_table, from_fresh):
-        chosen = await choose()
-        if chosen is not None:
-            return await _assign(conn, request, chosen)
-    return None
-
-
-async def _assign(
-    conn: psycopg.AsyncConnection[Any], request: ClaimRequest, chosen: Chosen
-) -> Claim:
-    """Append the jobs' JobAssigned, all or nothing, and record the slot's occupancy: one
-    statement (claim_jobs, migrations/035_standing_claims.sql). Raises LeaseLost or
-    BatchGiven."""
-    slot = request.slot
-    (group_id, app_version_id), org_id, jobs = chosen.unit, chosen.org_id, chosen.jobs
-    writes = [
-        StreamWrite(
-            stream_id=job.job_id,
-            expected_version=job.version,
-            events=[assignment(job.attempt, slot)],
-            metadata=Metadata(org_id=job.org_id, actor=f"runner:{slot.agent_id}"),
-        )
-        for job in jobs
-    ]
-    cursor = await execute_appending(
+    if not await _fetch_flag(conn, "hold_lease", {"agent_id": slot.agent_id}):
+        raise LeaseLost()
+    ids = {"device_id": slot.device_id, "agent_id": slot.agent_id}
+    held = await (await conn.execute(QUERIES["held_by_slot"], ids)).fetchall()
+    if held:
+        return _batch(held, slot, default_timeout_s, status=JobStatus.ASSIGNED)
+    rows = await _choose(conn, slot, installed, policy)
+    if not rows:
+        return None
+    claim = _batch(rows, slot, default_timeout_s, status=None)
+    await append_many(
         conn,
-        QUERIES["claim_jobs"],
-        {
-            "device_id": slot.device_id,
-            "agent_id": slot.agent_id,
-            "target": slot.target,
-            "last_batch": request.last_batch,
-            "org_id": org_id,
-            "group_id": group_id,
-            "app_version_id": app_version_id,
-            **append_arguments(writes),
-        },
+        [
+            StreamWrite(
+                stream_id=job.job_id,
+                expected_version=job.version,
+                events=[_assignment(job.attempt, slot)],
+                metadata=Metadata(org_id=job.org_id, actor=runner_actor(slot.agent_id)),
+            )
+            for job in claim.jobs
+        ],
     )
-    row = await cursor.fetchone()
-    assert row is not None
-    check_opened(row[0])
-    for job in jobs:
+    for job in claim.jobs:
         job.version += 1
-    return Claim(group_id=group_id, app_version_id=app_version_id, org_id=org_id, jobs=tuple(jobs))
+    return claim
+
+
+async def _choose(
+    conn: psycopg.AsyncConnection[Any],
+    slot: SlotIdentity,
+    installed: Collection[str],
+    policy: ClaimPolicy,
+) -> list[tuple[Any, ...]]:
+    """The best unit's jobs for the slot, locked; empty when none is runnable."""
+    capabilities = {
+        "target": slot.target,
+        "platform": slot.platform,
+        "device": slot.device,
+        "os_version": slot.os_version,
+    }
+    cursor = await conn.execute(
+        QUERIES["queue_summary"], {**capabilities, "device_id": slot.device_id}
+    )
+    units, limited, target_slots = _units(await cursor.fetchall())
+    full_orgs: set[str] = set()
+    for unit in rank_groups(units, installed=installed, policy=policy)[:_UNITS_TRIED]:
+        if unit.org_id in full_orgs:
+            continue
+        group_id, app_version_id = _unit_key(unit)
+        key = {"group_id": group_id, "app_version_id": app_version_id}
+        if not await _fetch_flag(conn, "try_unit", key):
+            continue
+        if unit.org_id in limited and not await _org_has_room(conn, unit.org_id):
+            full_orgs.add(unit.org_id)
+            continue
+        cursor = await conn.execute(
+            QUERIES["lock_jobs"],
+            {
+                **capabilities,
+                **key,
+                "ageing_per_s": policy.ageing_per_s,
+                "limit": batch_size(
+                    unit, target_slots=target_slots, installed=installed, policy=policy
+                ),
+            },
+        )
+        rows = await cursor.fetchall()
+        if rows:
+            return rows
+    return []
+
+
+def _units(rows: Sequence[tuple[Any, ...]]) -> tuple[list[QueuedGroup], set[str], int]:
+    """The claim units of queue_summary's rows (one per unit and priority), the orgs with
+    a parallel limit among them, and the live slots of the target."""
+    waits: defaultdict[tuple[UUID, str], list[tuple[int, float]]] = defaultdict(list)
+    queued: defaultdict[tuple[UUID, str], int] = defaultdict(int)
+    facts: dict[tuple[UUID, str], tuple[str, int]] = {}
+    limited: set[str] = set()
+    target_slots = 1
+    for group_id, app_version_id, org_id, is_limited, priority, count, waited, busy, slots in rows:
+        key = (group_id, app_version_id)
+        waits[key].append((priority, waited))
+        queued[key] += count
+        facts[key] = (org_id, busy)
+        if is_limited:
+            limited.add(org_id)
+        target_slots = max(1, slots)
+    units = [
+        QueuedGroup(
+            group_id=key,
+            org_id=facts[key][0],
+            app_version_id=key[1],
+            queued=queued[key],
+            waits=tuple(sorted(unit_waits)),
+            active_slots=facts[key][1],
+        )
+        for key, unit_waits in waits.items()
+    ]
+    return units, limited, target_slots
+
+
+def _unit_key(unit: QueuedGroup) -> tuple[UUID, str]:
+    key = unit.group_id
+    assert isinstance(key, tuple)
+    return key[0], key[1]
+
+
+async def _fetch_flag(
+    conn: psycopg.AsyncConnection[Any], query: str, params: dict[str, Any]
+) -> bool:
+    row = await (await conn.execute(QUERIES[query], params)).fetchone()
+    return bool(row and row[0])
+
+
+async def _org_has_room(conn: psycopg.AsyncConnection[Any], org_id: str) -> bool:
+    params = {"org_id": org_id}
+    limit = await (await conn.execute(QUERIES["lock_org_limit"], params)).fetchone()
+    if limit is None:
+        return True
+    count = await (await conn.execute(QUERIES["org_occupancy"], params)).fetchone()
+    assert count is not None
+    return bool(count[0] < limit[0])
+
+
+def _assignment(attempt: int, slot: SlotIdentity) -> JobAssigned:
+    return JobAssigned(attempt=attempt, device_id=slot.device_id, agent_id=slot.agent_id)
+
+
+def _batch(
+    rows: Sequence[tuple[Any, ...]],
+    slot: SlotIdentity,
+    default_timeout_s: float,
+    *,
+    status: JobStatus | None,
+) -> Claim:
+    """The claim of *rows* (lock_jobs' or held_by_slot's columns). *status* None: the jobs
+    wait for their JobAssigned; ASSIGNED: they have it already (taken up again)."""
+    jobs = []
+    for (
+        job_id,
+        version,
+        attempt,
+        handed_back,
+        max_attempts,
+        test_path,
+        build,
+        timeout_s,
+        org_id,
+        _group_id,
+        _app_version_id,
+    ) in rows:
+        if status is None:
+            waiting = JobState(
+                version=version,
+                status=JobStatus.GROUPED if attempt == 0 else JobStatus.RETRYING,
+                attempt=attempt,
+                max_attempts=max_attempts,
+            )
+            state = decide(waiting, _assignment(attempt + 1, slot))
+        else:
+            state = JobState(
+                version=version,
+                status=status,
+                attempt=attempt,
+                max_attempts=max_attempts,
+                device_id=slot.device_id,
+            )
+        jobs.append(
+            HeldJob(
+                job_id=job_id,
+                org_id=org_id,
+                test_path=test_path,
+                build=build,
+                timeout_s=timeout_s or default_timeout_s,
+                max_attempts=max_attempts,
+                handed_back=handed_back,
+                state=state,
+                version=version,
+            )
+        )
+    first = rows[0]
+    return Claim(group_id=first[9], app_version_id=first[10], org_id=first[8], jobs=tuple(jobs))

@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="the agent's name, unique and stable (default: host name)")
     parser.add_argument(
         "--slots",
-        help="slots by target and count, e.g. emulator:2,device:1,browserstack:2",
+        help="slots as TARGET[/PLATFORM][:COUNT], e.g. emulator:2,emulator/ios:1,device/android:1",
     )
     parser.add_argument("--executor", choices=["simulated", "appwright"])
     parser.add_argument(
@@ -81,7 +81,8 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
             data[key] = getattr(args, flag)
     if args.slots:
         data["slots"] = [
-            {"name": s.name, "target": s.target} for s in slots_from_spec(args.slots)
+            {"name": s.name, "target": s.target, "capabilities": dict(s.capabilities)}
+            for s in slots_from_spec(args.slots)
         ]
     if args.simulated:
         try:

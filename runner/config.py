@@ -8,7 +8,9 @@ A config file looks like this (every key but ``slots`` is optional)::
     [[slots]]
     name = "pixel-8"               # unique on the agent; the AppWright project name
     target = "emulator"            # emulator, device or browserstack
-    capabilities = { platform = "android", osVersion = "14", device_name = "Pixel 8" }
+    # What a job may ask for: platform (android, ios), device and os_version; other keys
+    # go to the executor (e.g. udid, orientation, appBundleId).
+    capabilities = { platform = "android", os_version = "14", device = "Pixel 8" }
 
     [simulated]                    # runner.executors.SimulatedExecutor's options
     test_s = 0.5
@@ -38,6 +40,7 @@ import cattrs
 from attrs import validators
 from cattrs.v import format_exception
 
+from ledger.capabilities import Platform
 from ledger.errors import QgjobError
 from runner.executors import AppWrightExecutor, Executor, SimulatedExecutor, SlotSpec
 from runner.policy import ClaimPolicy
@@ -55,6 +58,7 @@ __all__ = [
 
 ExecutorName = Literal["simulated", "appwright"]
 TARGETS = ("emulator", "device", "browserstack")
+PLATFORMS = tuple(platform.value for platform in Platform)
 _positive = validators.gt(0.0)
 
 
@@ -109,10 +113,9 @@ class AgentConfig:
     lease_ttl_s: float = attrs.field(default=10.0, validator=_positive)
     #: How often lapsed leases and queue timeouts are looked for.
     maintenance_interval_s: float = attrs.field(default=1.0, validator=_positive)
-    #: An idle slot looks at the queue at least this often, notification or not.
+    #: An idle slot of each target looks at the queue about this often, notification or
+    #: not (jittered by ±50 %).
     poll_interval_s: float = attrs.field(default=1.0, validator=_positive)
-    #: How long the agent's slots share one summary of the queue (runner/queue_view.py).
-    queue_view_ttl_s: float = attrs.field(default=0.25, validator=validators.ge(0))
     #: Running jobs are checked for cancellation at least this often.
     cancel_poll_s: float = attrs.field(default=0.5, validator=_positive)
     #: On SIGTERM, how long the current test may still take before it is stopped too.
@@ -132,17 +135,27 @@ _converter.register_structure_hook(
 
 
 def slots_from_spec(spec: str) -> tuple[SlotSpec, ...]:
-    """Slots from ``"emulator:2,device:1,browserstack:2"``, named ``emulator-1`` and so on."""
+    """Slots from ``"emulator:2,emulator/ios:1,device:1"``: TARGET[/PLATFORM][:COUNT].
+
+    Slots are named ``emulator-1``, ``emulator-ios-1`` and so on; a platform given makes it
+    the slots' ``platform`` capability.
+    """
     slots: list[SlotSpec] = []
     for item in filter(None, (part.strip() for part in spec.split(","))):
-        target, _, count = item.partition(":")
-        if target not in TARGETS or not (count or "1").isdigit():
+        kind, _, count = item.partition(":")
+        target, _, platform = kind.partition("/")
+        known = target in TARGETS and platform in ("", *PLATFORMS)
+        if not known or not (count or "1").isdigit():
             raise ConfigError(
-                f"bad slot spec {item!r}: use TARGET[:COUNT] with TARGET one of "
-                f"{', '.join(TARGETS)}"
+                f"bad slot spec {item!r}: use TARGET[/PLATFORM][:COUNT] with TARGET one of "
+                f"{', '.join(TARGETS)} and PLATFORM one of {', '.join(PLATFORMS)}"
             )
+        prefix = f"{target}-{platform}" if platform else target
+        capabilities = {"platform": platform} if platform else {}
         for index in range(1, int(count or "1") + 1):
-            slots.append(SlotSpec(name=f"{target}-{index}", target=target))  # type: ignore[arg-type]
+            slots.append(
+                SlotSpec(name=f"{prefix}-{index}", target=target, capabilities=capabilities)  # type: ignore[arg-type]
+            )
     return tuple(slots)
 
 

@@ -26,7 +26,12 @@ from ledger.events import (
 from runner.config import RetryPolicy
 from runner.executors import Outcome
 
-__all__ = ["HeldJob", "backoff_s", "hand_back", "outcome_events"]
+__all__ = ["HeldJob", "backoff_s", "hand_back", "outcome_events", "runner_actor"]
+
+
+def runner_actor(agent_id: str) -> str:
+    """Who the events an agent appends say wrote them."""
+    return f"runner:{agent_id}"
 
 
 @attrs.define(kw_only=True, eq=False)
@@ -41,15 +46,15 @@ class HeldJob:
     timeout_s: float
     #: Attempts a test failure may use.
     max_attempts: int
+    #: Attempts handed back before this one: they do not count against the limits.
+    handed_back: int
     #: The state once every event handed to the writer is appended.
     state: JobState
     #: The stream version the next append expects.
     version: int
     started: bool = False
     finished: bool = False
-    #: A user cancelled it: nothing more is appended for it.
-    cancelled: bool = False
-    #: Another writer moved its stream on (cancel, rescue): our appends lose.
+    #: Another writer moved its stream on (a cancel, a rescue): nothing more is appended.
     lost: bool = False
 
     @property
@@ -57,9 +62,14 @@ class HeldJob:
         return self.state.attempt
 
     @property
+    def counted_attempts(self) -> int:
+        """The attempts used so far, this one included, not counting those handed back."""
+        return self.state.attempt - self.handed_back
+
+    @property
     def settled(self) -> bool:
         """Nothing more will be appended for it by this slot."""
-        return self.finished or self.cancelled or self.lost
+        return self.finished or self.lost
 
 
 def backoff_s(counted_attempts: int, policy: RetryPolicy, rng: random.Random) -> float:
@@ -72,19 +82,17 @@ def outcome_events(
     job: HeldJob,
     outcome: Outcome,
     *,
-    counted_attempts: int,
     policy: RetryPolicy,
     now: dt.datetime,
     rng: random.Random,
 ) -> list[Event]:
     """The events recording *outcome*, with a retry when attempts remain.
 
-    *counted_attempts* is the attempts used so far, this one included, not counting
-    attempts handed back. A test failure is retried only while the job's own
+    A test failure is retried only while the job's own
     ``max_attempts`` allows; an infrastructure error while
     ``max(max_attempts, policy.infra_attempts)`` does.
     """
-    attempt = job.attempt
+    attempt, counted_attempts = job.attempt, job.counted_attempts
     match outcome.status:
         case "passed":
             passed = JobPassed(

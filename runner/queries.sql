@@ -1,103 +1,113 @@
--- name: begin_claim
--- migrations/035_standing_claims.sql
-select begin_claim(%(device_id)s, %(agent_id)s, %(last_batch)s::uuid[]);
+-- The runner's SQL. Jobs come from open_jobs (migrations/040_open_jobs.sql), which the
+-- ledger keeps in step with every job event; the runner's own tables are its agents'
+-- leases and slots, and the org limits.
+
+-- name: hold_lease
+-- Whether the agent still holds its lease. The key-share lock keeps a rescuer from
+-- expiring the agent until the claim that asked commits, so a claim never hands a job to
+-- an agent whose jobs are being handed on.
+select expires_at > now() from agent_leases where agent_id = %(agent_id)s for key share;
+
+-- name: held_by_slot
+-- Jobs assigned to the slot that it never started: a claim of its that committed while
+-- its connection broke, which its next claim takes up.
+select job_id, version, attempt, handed_back, max_attempts, test_path, build, timeout_s,
+       org_id, group_id, app_version_id
+from open_jobs
+where device_id = %(device_id)s and agent_id = %(agent_id)s and status = 'assigned'
+order by priority desc, submitted_at, job_id
+for update;
 
 -- name: queue_summary
--- What waits for a target, per claim unit (group and app version) and priority, with
--- how long its oldest job has waited and how many slots of other agents run the unit
--- now. Orgs at their parallel limit are left out (the claim re-checks under the org's
--- lock). The last column is the number of live slots of the target.
-with busy as (
-    select group_id, app_version_id, count(*) as slots
-    from slot_occupancy
-    where target = %(target)s and agent_id <> %(agent_id)s
-    group by group_id, app_version_id
+-- What waits for the slot, per claim unit (group and app version) and priority: its
+-- org and whether the org has a parallel limit, how many jobs, how long the oldest has
+-- waited, and how many other slots run the unit now. Orgs at their limit are left out
+-- (the claim checks again under the org's lock). The last column is the number of live
+-- slots of the target.
+with claimable as (
+    select o.group_id, o.app_version_id, o.org_id, o.priority, o.submitted_at
+    from open_jobs o
+    where o.target = %(target)s
+      and o.device_id is null
+      and o.group_id is not null
+      and (o.not_before is null or o.not_before <= now())
+      and slot_serves_v1(%(platform)s, %(device)s, %(os_version)s,
+                         o.platform, o.device, o.os_version)
+), busy as (
+    select o.group_id, o.app_version_id, count(distinct o.device_id) as slots
+    from open_jobs o
+    where o.device_id is not null
+      and o.device_id <> %(device_id)s
+      and o.group_id in (select group_id from claimable)
+    group by o.group_id, o.app_version_id
 ), full_orgs as (
     select l.org_id
     from org_limits l
-    where l.max_slots <= (select count(*) from slot_occupancy o where o.org_id = l.org_id)
+    where l.max_slots <= (select count(distinct o.device_id) from open_jobs o
+                          where o.org_id = l.org_id and o.device_id is not null)
 )
-select j.group_id, j.app_version_id, j.org_id, j.priority, count(*)::integer,
-       extract(epoch from now() - min(j.submitted_at))::float8,
+select c.group_id, c.app_version_id, c.org_id,
+       c.org_id in (select org_id from org_limits), c.priority, count(*)::integer,
+       extract(epoch from now() - min(c.submitted_at))::float8,
        coalesce(min(b.slots), 0)::integer,
        (select count(*)
         from agent_slots s join agent_leases a using (agent_id)
         where s.target = %(target)s and a.expires_at > now())::integer
-from jobs j
-left join busy b on b.group_id = j.group_id and b.app_version_id = j.app_version_id
-where j.status in ('grouped', 'retrying')
-  and j.target = %(target)s
-  and (j.not_before is null or j.not_before <= now())
-  and j.org_id not in (select org_id from full_orgs)
-group by j.group_id, j.app_version_id, j.org_id, j.priority;
+from claimable c
+left join busy b on b.group_id = c.group_id and b.app_version_id = c.app_version_id
+where c.org_id not in (select org_id from full_orgs)
+group by c.group_id, c.app_version_id, c.org_id, c.priority;
 
--- name: limited_orgs
-select org_id from org_limits;
+-- name: try_unit
+-- Whether no other claim is choosing jobs of this claim unit right now. Idle slots that
+-- claim at the same moment would all pick the best unit and split it, an install each;
+-- instead each goes for the next unit, and sees the first one as busy once its claim
+-- has committed. Held until the claim commits.
+select pg_try_advisory_xact_lock(hashtextextended(%(group_id)s::text || '/' || %(app_version_id)s, 0));
 
 -- name: lock_org_limit
 -- Serialises the claims of one limited org; the count that follows runs after the lock
--- is granted, so it sees every occupancy committed by the claims before it.
+-- is granted, so it sees every assignment committed by the claims before it.
 select max_slots from org_limits where org_id = %(org_id)s for update;
 
 -- name: org_occupancy
-select count(*)::integer from slot_occupancy where org_id = %(org_id)s;
+-- The slots holding the org's jobs.
+select count(distinct device_id)::integer
+from open_jobs
+where org_id = %(org_id)s and device_id is not null;
 
 -- name: lock_jobs
--- Up to %(limit)s runnable jobs of one claim unit, best first (effective priority as in
--- runner/policy.py, then age). A row the projector has not caught up with (its stream
--- has moved past the row's version) is skipped, as are rows another claim has locked:
--- the locks only cut contention, the append at each job's version decides ownership.
-select j.job_id, j.version, j.status, j.attempts, j.max_attempts, j.test_path, j.build,
-       j.timeout_s, j.org_id
-from jobs j
-where j.group_id = %(group_id)s
-  and j.app_version_id = %(app_version_id)s
-  and j.target = %(target)s
-  and j.status in ('grouped', 'retrying')
-  and (j.not_before is null or j.not_before <= now())
-  and not exists (select 1 from events e where e.stream_id = j.job_id and e.version > j.version)
-order by j.priority + %(ageing_per_s)s * extract(epoch from now() - j.submitted_at) desc,
-         j.submitted_at, j.job_id
+-- Up to %(limit)s claimable jobs of one claim unit for the slot, best first (effective
+-- priority as in runner/policy.py, then age). Rows another claim has locked are skipped:
+-- no two claims take one job, and none waits for another.
+select o.job_id, o.version, o.attempt, o.handed_back, o.max_attempts, o.test_path, o.build,
+       o.timeout_s, o.org_id, o.group_id, o.app_version_id
+from open_jobs o
+where o.group_id = %(group_id)s
+  and o.app_version_id = %(app_version_id)s
+  and o.target = %(target)s
+  and o.device_id is null
+  and (o.not_before is null or o.not_before <= now())
+  and slot_serves_v1(%(platform)s, %(device)s, %(os_version)s,
+                     o.platform, o.device, o.os_version)
+order by o.priority + %(ageing_per_s)s * extract(epoch from now() - o.submitted_at) desc,
+         o.submitted_at, o.job_id
 limit %(limit)s
-for update of j skip locked;
+for update skip locked;
 
--- name: claim_jobs
--- migrations/035_standing_claims.sql
-select claim_jobs(
-    slot_device => %(device_id)s,
-    slot_agent => %(agent_id)s,
-    slot_target => %(target)s,
-    last_batch => %(last_batch)s::uuid[],
-    unit_org => %(org_id)s,
-    unit_group => %(group_id)s,
-    unit_app_version => %(app_version_id)s,
-    events => %(events)s
-);
-
--- name: release_slot
-delete from slot_occupancy where device_id = %(device_id)s and agent_id = %(agent_id)s;
-
--- name: still_standing
-select exists (
-    select 1 from standing_claims where device_id = %(device_id)s and agent_id = %(agent_id)s
-);
-
--- name: stand
--- migrations/035_standing_claims.sql
-select stand(%(device_id)s, %(agent_id)s, %(target)s, %(last_batch)s::uuid[], %(installed)s);
+-- name: ended_elsewhere
+-- Of the jobs a slot holds, those no longer held by its agent: cancelled, or handed on
+-- by a rescuer.
+select h.job_id
+from unnest(%(ids)s::uuid[]) as h(job_id)
+where not exists (select 1 from open_jobs o
+                  where o.job_id = h.job_id and o.agent_id = %(agent_id)s);
 
 -- name: stream_tails
 -- Each stream's events from the version an append expected on, and who wrote them.
 select stream_id, version, metadata ->> 'actor'
 from events
 where stream_id = any(%(ids)s) and version >= %(after)s;
-
--- name: cancelled_jobs
-select distinct stream_id from events where stream_id = any(%(ids)s) and type = 'JobCancelled';
-
--- name: handed_back_attempts
-select count(*)::integer from events
-where stream_id = %(job_id)s and type = 'JobRetryScheduled' and data ->> 'handed_back' = 'true';
 
 -- name: acquire_lease
 insert into agent_leases (agent_id, name, host, pid, expires_at)
@@ -119,9 +129,14 @@ returning agent_id;
 delete from agent_leases where agent_id = %(agent_id)s;
 
 -- name: register_slot
-insert into agent_slots (device_id, agent_id, target)
-values (%(device_id)s, %(agent_id)s, %(target)s)
-on conflict (device_id) do update set agent_id = excluded.agent_id, target = excluded.target;
+insert into agent_slots (device_id, agent_id, target, platform, device, os_version)
+values (%(device_id)s, %(agent_id)s, %(target)s, %(platform)s, %(device)s, %(os_version)s)
+on conflict (device_id) do update
+    set agent_id = excluded.agent_id,
+        target = excluded.target,
+        platform = excluded.platform,
+        device = excluded.device,
+        os_version = excluded.os_version;
 
 -- name: set_org_limit
 insert into org_limits (org_id, max_slots) values (%(org_id)s, %(max_slots)s)
@@ -135,24 +150,23 @@ order by expires_at
 limit 20
 for update skip locked;
 
--- name: occupancy_of_agent
-select device_id, job_ids from slot_occupancy where agent_id = %(agent_id)s;
-
--- name: occupancy_of_slot
-select job_ids from slot_occupancy where device_id = %(device_id)s and agent_id = %(agent_id)s;
-
--- name: release_agent_occupancy
-delete from slot_occupancy where agent_id = %(agent_id)s;
+-- name: jobs_of_agent
+-- Every attempt an agent holds, as a rescuer hands it on.
+select job_id, version, attempt, handed_back, max_attempts, org_id, status
+from open_jobs
+where agent_id = %(agent_id)s
+order by job_id
+for update;
 
 -- name: queue_overdue
--- Jobs that never started and waited longer than their queue timeout.
-select j.job_id, j.version, j.status, j.attempts, j.max_attempts, j.org_id, j.queue_timeout_s
-from jobs j
-where j.queue_timeout_s is not null
-  and j.status in ('submitted', 'grouped', 'retrying')
-  and j.started_at is null
-  and j.submitted_at + make_interval(secs => j.queue_timeout_s) <= now()
-  and not exists (select 1 from events e where e.stream_id = j.job_id and e.version > j.version)
+-- Jobs that never started and waited longer than their queue timeout. The wait is
+-- compared in seconds: no interval is built from a stored number, however large.
+select job_id, version, status, attempt, max_attempts, org_id, queue_timeout_s
+from open_jobs
+where queue_timeout_s is not null
+  and started_at is null
+  and device_id is null
+  and extract(epoch from now() - submitted_at) >= queue_timeout_s
 limit 500;
 
 -- name: uploaded_build
@@ -160,21 +174,3 @@ select data ->> 'reference' from events
 where type = 'BuildUploaded' and data ->> 'app_version_id' = %(app_version_id)s
 order by position desc
 limit 1;
-
--- name: fresh_events
--- The ledger's events after a checkpoint, in commit-safe order (the rule of read_after in
--- ledger/store.sql), each JobGrouped of a job that has not moved on since with its job's
--- submit; runner/fresh.py keeps those and reads past the rest. The submit is looked up
--- per event, by a subquery: as a join, the planner would hash every submit in the ledger
--- for the few events read here.
-select e.txid::text::bigint, e.position, e.stream_id, e.version, e.data ->> 'group_id',
-       case when e.type = 'JobGrouped'
-                 and not exists (select from events later
-                                 where later.stream_id = e.stream_id and later.version > e.version)
-       then (select s.data from events s where s.stream_id = e.stream_id and s.version = 1)
-       end
-from events e
-where (e.txid, e.position) > (%(txid)s::text::xid8, %(position)s)
-  and e.txid < pg_snapshot_xmin(pg_current_snapshot())
-order by e.txid, e.position
-limit %(limit)s;

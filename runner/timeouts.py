@@ -1,7 +1,7 @@
 """Queue timeouts: a job that never started within its ``queue_timeout_s`` ends timed out.
 
-Any agent sweeps for them; the append at the version the jobs row shows makes sure a
-job claimed, cancelled or timed out meanwhile is left alone.
+Any agent sweeps open_jobs for them; the append at the version the row shows makes sure
+a job claimed, cancelled or timed out meanwhile is left alone.
 """
 
 from __future__ import annotations

@@ -65,12 +65,12 @@ class EventWriter:
     def write(self, job: HeldJob, events: Iterable[Event]) -> asyncio.Future[None]:
         """Decide *events* on the job's state and queue them; the future ends once appended.
 
-        A job that is lost or cancelled gets nothing appended (the future is done at
+        A job that is lost (cancelled, rescued) gets nothing appended (the future is done at
         once). Raises TransitionRefused if the job's history does not allow an event.
         """
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         events = list(events)
-        if job.lost or job.cancelled or not events:
+        if job.lost or not events:
             done.set_result(None)
             return done
         for event in events:

@@ -59,6 +59,11 @@ def test_the_openapi_submit_schema_lists_the_fields_the_ledger_accepts() -> None
     assert set(schemas["SubmitSuite"]["properties"]) == (
         ledger_fields - {"test_path"} | {"force", "tests"}
     )
+    profile = {"platform", "device", "os_version"}
+    assert set(schemas["DeviceProfile"]["properties"]) == profile
+    assert set(schemas["SubmitMatrix"]["properties"]) == (
+        ledger_fields - profile | {"force", "tests", "profiles"}
+    )
 
 
 async def test_healthz_answers_without_the_database(db_url: str) -> None:

@@ -14,8 +14,9 @@ import pytest
 from http_api import create_app
 from http_api.tokens import create_token
 from ledger.events import JobGrouped
+from ledger.grouping import UnknownStrategy
 from ledger.store import read_stream
-from projections import Projector, UnknownStrategy
+from projections import Projector
 from tests.support.api import api_client, job_body, ledger_state
 
 pytestmark = pytest.mark.anyio
@@ -76,6 +77,14 @@ BAD_INPUTS = [
     _case("client run id", "POST /jobs", _json(job_body(run_id=str(uuid.uuid4()))), field="run_id"),
     _case("force not a boolean", "POST /jobs", _json(job_body(force="yes")), field="force"),
     _case("empty suite", "POST /jobs", _json({**SUITE, "tests": []}), field="tests"),
+    _case("null tests", "POST /jobs", _json({**SUITE, "tests": None}), field="tests"),
+    _case("null profiles", "POST /jobs", _json(job_body(profiles=None)), field="profiles"),
+    _case(
+        "a profile that is not an object",
+        "POST /jobs",
+        _json(job_body(profiles=[[None, None]])),
+        field="profiles[0]",
+    ),
     _case(
         "suite with a non-string test",
         "POST /jobs",
@@ -257,11 +266,15 @@ async def test_a_submitted_job_is_answered_201_and_readable_at_once(
     assert job["priority"] == 7
     assert job["tags"] == ["smoke"]
     assert job["run_id"] is None
-    # Not projected yet (no projector runs here): still answered, from the job's stream.
+    # Not projected yet (no projector runs here): still answered, from the job's stream,
+    # and saying why it waits: no device slot is registered here.
     for path in (f"/jobs/{job['job_id']}", f"/status/{job['job_id']}"):
         fetched = await client.get(path)
         assert fetched.status_code == 200
-        assert fetched.json() == job
+        assert fetched.json() == {
+            **job,
+            "unschedulable": "no live device slot is registered",
+        }
 
 
 async def test_the_readme_alias_submits_too(client: httpx.AsyncClient) -> None:
@@ -455,16 +468,26 @@ def no_group_for_slow_tests(job: Any) -> str:
     return "all"
 
 
-async def test_a_job_the_strategy_fails_on_is_still_submitted_and_left_ungrouped(
+async def test_a_job_the_strategy_fails_on_is_grouped_by_the_default_strategy(
     db_url: str,
 ) -> None:
+    """A broken custom strategy must not leave a job where no device can claim it."""
     async with api_client(
         db_url, grouping="tests.test_api_submit:no_group_for_slow_tests"
     ) as client:
         slow = await client.post("/jobs", json=job_body(test_path="tests/slow.spec.js"))
         fast = await client.post("/jobs", json=job_body(test_path="tests/fast.spec.js"))
-    assert (slow.status_code, slow.json()["status"]) == (201, "submitted")
+    assert (slow.status_code, slow.json()["status"]) == (201, "grouped")
     assert (fast.status_code, fast.json()["status"]) == (201, "grouped")
+    async with await psycopg.AsyncConnection.connect(db_url) as conn:
+        strategies = [
+            (await read_stream(conn, uuid.UUID(response.json()["job_id"])))[1].event
+            for response in (slow, fast)
+        ]
+    assert [grouped.strategy for grouped in strategies] == [  # type: ignore[union-attr]
+        "app_version",
+        "tests.test_api_submit:no_group_for_slow_tests",
+    ]
 
 
 def test_an_unknown_strategy_stops_the_api_from_being_built(db_url: str) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from ledger.capabilities import Platform
 from ledger.events import (
     AppInstalled,
     DeviceRegistered,
@@ -18,8 +19,9 @@ from ledger.events import (
     Metadata,
     Target,
 )
-from projections import Projector, group_id
-from tests.support.factories import submitted
+from ledger.grouping import group_id
+from projections import Projector
+from tests.support.factories import submitted_and_grouped
 from tests.support.projector import connected, fetch, record
 
 pytestmark = pytest.mark.anyio
@@ -35,19 +37,15 @@ async def _day_of_testing(conn: psycopg.AsyncConnection[Any], url: str) -> dict[
     await record(
         conn, emulator, DeviceRegistered(name="emu-1", target=Target.EMULATOR, agent_id="host")
     )
+    api = Metadata(org_id="acme", actor="api")
     for name in ("a", "b", "c"):
-        job = submitted(org_id="acme", app_version_id="v1", target=Target.EMULATOR)
-        await record(conn, ids[name], job, meta=Metadata(org_id="acme", actor="api"))
-    await record(
-        conn,
-        ids["waiting"],
-        submitted(org_id="acme", app_version_id="v2", target=Target.EMULATOR, priority=3),
-    )
-    await record(
-        conn,
-        ids["urgent"],
-        submitted(org_id="acme", app_version_id="v2", target=Target.EMULATOR, priority=9),
-    )
+        job = submitted_and_grouped(org_id="acme", app_version_id="v1", target=Target.EMULATOR)
+        await record(conn, ids[name], *job, meta=api)
+    for name, priority in (("waiting", 3), ("urgent", 9)):
+        job = submitted_and_grouped(
+            org_id="acme", app_version_id="v2", target=Target.EMULATOR, priority=priority
+        )
+        await record(conn, ids[name], *job, meta=api)
     await Projector(url).catch_up()
     await record(conn, emulator, AppInstalled(app_version_id="v1", group_id=V1_GROUP))
     runner = Metadata(org_id="acme", actor="runner:host")
@@ -77,7 +75,8 @@ async def test_job_timeline_lists_every_event_of_a_job_in_order_with_its_actor(
         )
         assert rows == [
             {"version": 1, "type": "JobSubmitted", "actor": "api", "org_id": "acme"},
-            {"version": 2, "type": "JobGrouped", "actor": "projector", "org_id": "acme"},
+            # Grouped by the API, in the submit's append.
+            {"version": 2, "type": "JobGrouped", "actor": "api", "org_id": "acme"},
             {"version": 3, "type": "JobAssigned", "actor": "runner:host", "org_id": "acme"},
             {"version": 4, "type": "JobStarted", "actor": "runner:host", "org_id": "acme"},
             {"version": 5, "type": "JobPassed", "actor": "runner:host", "org_id": "acme"},
@@ -93,31 +92,71 @@ async def test_queue_lists_what_waits_per_target_in_claim_order(db_url: str) -> 
         ids = await _day_of_testing(conn, db_url)
         rows = await fetch(
             conn,
-            "select claim_rank, target, job_id, status, group_id, priority from queue "
-            "order by target, claim_rank",
+            "select claim_rank, target, job_id, org_id, status, group_id, group_key, "
+            "app_version_id, platform, device, os_version, priority, attempts, not_before, "
+            "unschedulable from queue order by target, claim_rank",
         )
+        # The passed jobs have left the queue; the two v2 jobs wait, the urgent one first.
+        # No agent runs in this test, so no live slot can take them, and the view says so.
+        waiting = {
+            "target": "emulator",
+            "org_id": "acme",
+            "status": "grouped",
+            "group_id": V2_GROUP,
+            "group_key": "acme|emulator|app_version=v2",
+            "app_version_id": "v2",
+            "platform": None,
+            "device": None,
+            "os_version": None,
+            "attempts": 0,
+            "not_before": None,
+            "unschedulable": "no live emulator slot is registered",
+        }
         assert rows == [
-            {
-                "claim_rank": 1,
-                "target": "emulator",
-                "job_id": ids["urgent"],
-                "status": "grouped",
-                "group_id": V2_GROUP,
-                "priority": 9,
-            },
-            {
-                "claim_rank": 2,
-                "target": "emulator",
-                "job_id": ids["waiting"],
-                "status": "grouped",
-                "group_id": V2_GROUP,
-                "priority": 3,
-            },
+            {**waiting, "claim_rank": 1, "job_id": ids["urgent"], "priority": 9},
+            {**waiting, "claim_rank": 2, "job_id": ids["waiting"], "priority": 3},
         ]
         (oldest,) = await fetch(
-            conn, "select waited_s from queue where job_id = %s", ids["waiting"]
+            conn,
+            "select waited_s, effective_priority from queue where job_id = %s",
+            ids["waiting"],
         )
-        assert oldest["waited_s"] >= 0
+        assert oldest["waited_s"] >= 0 and oldest["effective_priority"] >= 3
+
+
+async def test_queue_shows_a_job_as_it_is_submitted_and_what_no_slot_offers_it(
+    db_url: str,
+) -> None:
+    """The queue is the ledger's claimable jobs, not the projection: it shows a job the
+    projector has not read yet (the group's key, from the projection, comes later)."""
+    job = uuid.uuid4()
+    async with connected(db_url) as conn:
+        await record(
+            conn,
+            job,
+            *submitted_and_grouped(platform=Platform.ANDROID, device="Pixel 8", os_version="14"),
+        )
+        (row,) = await fetch(
+            conn,
+            "select job_id, status, group_key, platform, device, os_version, unschedulable "
+            "from queue",
+        )
+        assert row == {
+            "job_id": job,
+            "status": "grouped",
+            "group_key": None,
+            "platform": "android",
+            "device": "Pixel 8",
+            "os_version": "14",
+            "unschedulable": (
+                "no live device slot offers platform android, device Pixel 8, OS version 14"
+            ),
+        }
+        await Projector(db_url).catch_up()
+        (row,) = await fetch(conn, "select group_key from queue")
+        assert row["group_key"] == (
+            "qualgent|device|platform=android,device=Pixel 8,os_version=14|app_version=xyz123"
+        )
 
 
 async def test_group_summary_counts_each_groups_jobs_by_status(db_url: str) -> None:
@@ -211,7 +250,7 @@ async def test_projector_lag_reports_events_and_seconds_behind_and_whether_it_ru
             0,
             0,
         )
-        await record(conn, uuid.uuid4(), submitted())
+        await record(conn, uuid.uuid4(), *submitted_and_grouped())
         (behind,) = await fetch(conn, "select * from projector_lag")
-        assert behind["events_behind"] == 1 and behind["seconds_behind"] > 0
+        assert behind["events_behind"] == 2 and behind["seconds_behind"] > 0
         assert behind["running"] is False

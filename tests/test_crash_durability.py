@@ -1,10 +1,11 @@
-"""What the database server's crash keeps and loses, where commits skip the WAL flush.
+"""What a crash of the database server keeps, and how the work carries on after it.
 
-A submit's transaction and a claim's commit without waiting for their WAL flush, so
-that a job starts sooner (http_api/submit.py, runner/claim.py). An answered submit must
-still survive a crash; a claim may be lost with it, and then the job runs once all the
-same. The server is crashed as a power cut would: every process of it killed at once,
-and with the WAL writer slowed down, what waited for no flush is gone.
+A submit's transaction commits without waiting for its WAL flush, so that a job starts
+sooner (http_api/submit.py); an answered submit must still survive a crash. A claim that
+committed while its agent lost the server is taken up again by its slot once the server
+is back, and the job runs once. The server is crashed as a power cut would: every
+process of it killed at once, and with the WAL writer slowed down, what waited for no
+flush is gone.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from tests.support.runner import (
     check_histories,
     histories,
     pipeline,
-    submit_grouped,
+    submit,
     wait_all_ended,
 )
 from tests.support.waiting import async_wait_until, wait_until
@@ -98,14 +99,16 @@ async def test_an_answered_submit_survives_a_crash_of_the_server(
     assert types == [("JobSubmitted",), ("JobGrouped",)]
 
 
-async def test_a_claim_lost_in_a_crash_of_the_server_is_claimed_again_and_runs_once(
+async def test_a_claim_cut_off_by_a_crash_of_the_server_still_runs_its_job_once(
     cluster: EmbeddedCluster,
 ) -> None:
+    """The server crashes while a slot installs the app for a job it claimed: once the
+    server is back, the agent reconnects and the job runs and passes once; the outage
+    costs it no attempt (the batch is handed back, or its claim taken up again)."""
     url = cluster.start()
     apply_migrations(url)
     _slow_wal_writer(url)
-    # The install keeps the batch from appending (and so from flushing its claim) for a
-    # while; a long lease keeps its renewals from flushing it either.
+    # A long lease, so that the agent outlives the outage and is not rescued.
     config = agent_config("crash", "emulator:1", lease_ttl_s=60.0, simulated={"install_s": 3.0})
     stop = asyncio.Event()
     agent = asyncio.create_task(run_agent(url, config, stop))
@@ -115,10 +118,7 @@ async def test_a_claim_lost_in_a_crash_of_the_server_is_claimed_again_and_runs_o
             return await _count(url, "DeviceRegistered") == 1
 
         await async_wait_until(listening, what="the agent to register its slot")
-        # On disk before the agent hears of it, so that its claim is the one commit
-        # waiting for the disk. (Through the API, the claim may commit before the
-        # submit's flush, which would then flush the claim too.)
-        (job_id,), _ = await submit_grouped(url, [JOB])
+        (job_id,) = await submit(url, [JOB])
 
         async def claimed() -> bool:
             return await _count(url, "JobAssigned") == 1
@@ -126,8 +126,7 @@ async def test_a_claim_lost_in_a_crash_of_the_server_is_claimed_again_and_runs_o
         await async_wait_until(claimed, what="the agent to claim the job")
         _crash(cluster)
         cluster.start()
-        assert await _count(url, "JobAssigned") == 0, "the claim was on disk before the crash"
-        async with pipeline(url):  # the projector: the job reaches the jobs table again
+        async with pipeline(url):
             await wait_all_ended(url, [job_id], timeout=60)
     finally:
         stop.set()
@@ -135,7 +134,11 @@ async def test_a_claim_lost_in_a_crash_of_the_server_is_claimed_again_and_runs_o
 
     (stream,) = (await histories(url, [job_id])).values()
     check_histories({job_id: stream})
-    assert [recorded.type for recorded in stream] == PASSED_AT_ONCE
+    types = [recorded.type for recorded in stream]
+    assert types in (PASSED_AT_ONCE, HANDED_BACK_ONCE), types
+
+
+HANDED_BACK_ONCE = [*PASSED_AT_ONCE[:3], "JobRetryScheduled", *PASSED_AT_ONCE[2:]]
 
 
 async def _count(url: str, event_type: str) -> int:

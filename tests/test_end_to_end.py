@@ -7,77 +7,19 @@ CLI runs as a subprocess, exactly as the original README shows it.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import threading
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
 
-from projections.projector import Projector
 from tests.github_steps import run_workflow_steps, runner_env
-from tests.support.api import REPO_ROOT, uvicorn_server
+from tests.support.api import REPO_ROOT
+from tests.support.stack import qgjob, running_stack
 
 pytestmark = pytest.mark.slow
-
-
-@contextlib.contextmanager
-def _projector(url: str) -> Iterator[None]:
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-
-    def run() -> None:
-        loop.run_until_complete(Projector(url, poll_interval=0.2).run(stop))
-
-    thread = threading.Thread(target=run, name="projector")
-    thread.start()
-    try:
-        yield
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=30)
-        loop.close()
-
-
-@contextlib.contextmanager
-def _runner(url: str, log: Path) -> Iterator[None]:
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "qgjobd.py",
-                "runner",
-                "--name",
-                "e2e",
-                "--slots",
-                "emulator:2,device:1",
-                "--simulated",
-                "install_s=0.05,test_s=0.1",
-            ],
-            cwd=REPO_ROOT,
-            env={**os.environ, "QGJOB_DATABASE_URL": url},
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        yield
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -85,39 +27,11 @@ def stack(
     pg_server_url: str, template_database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """The server's URL, with a projector and a runner behind it, for this module's tests."""
-    name = f"qgjob_e2e_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("create database {} template {}").format(
-                sql.Identifier(name), sql.Identifier(template_database)
-            )
-        )
-    url = psycopg.conninfo.make_conninfo(pg_server_url, dbname=name)
+    runner = ["--name", "e2e", "--slots", "emulator:2,device:1"]
+    runner += ["--simulated", "install_s=0.05,test_s=0.1"]
     logs = tmp_path_factory.mktemp("e2e")
-    env = {"QGJOB_DATABASE_URL": url, "QGJOB_AUTH": "local"}
-    try:
-        with (
-            uvicorn_server(env, log=logs / "api.log") as base,
-            _projector(url),
-            _runner(url, logs / "runner.log"),
-        ):
-            yield base
-    finally:
-        with psycopg.connect(pg_server_url, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
-            )
-
-
-def qgjob(server: str, *args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(REPO_ROOT / "qgjob.py"), *args],
-        cwd=cwd,
-        env={**os.environ, "QGJOB_SERVER": server},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    with running_stack(pg_server_url, template_database, logs, runner) as (base, _url):
+        yield base
 
 
 def test_the_readme_commands_submit_a_job_and_show_its_status(stack: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import threading
 import uuid
@@ -133,3 +134,26 @@ async def test_installs_by_organisation_are_filled_in_as_a_rebuild_would_list_th
     assert installed_by_org() == {"a": ["v1", "v3"], "b": ["v2", "v1"]}
     await rebuild(empty_db_url)
     assert installed_by_org() == {"a": ["v1", "v3"], "b": ["v2", "v1"]}
+
+
+def test_every_function_in_the_database_has_one_definition_a_reader_can_find(
+    db_url: str,
+) -> None:
+    """Applied migrations are history: a function that changes gets a new versioned name
+    (and the old one is dropped), so each live function is created by exactly one
+    migration, which is its current body."""
+    with psycopg.connect(db_url) as conn:
+        live = {
+            row[0]
+            for row in conn.execute(
+                "select p.proname from pg_proc p join pg_namespace n on n.oid = p.pronamespace "
+                "where n.nspname = current_schema()"
+            )
+        }
+    created: dict[str, list[str]] = {name: [] for name in live}
+    for migration in discover_migrations():
+        for name in re.findall(r"create (?:or replace )?function (\w+)", migration.sql):
+            if name in created:
+                created[name].append(migration.name)
+    assert live
+    assert {name: files for name, files in created.items() if len(files) != 1} == {}

@@ -9,6 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from ledger.capabilities import Platform
 from ledger.decisions import JobStatus
 from ledger.events import (
     AppInstalled,
@@ -27,12 +28,13 @@ from ledger.events import (
     Target,
     TimeoutKind,
 )
+from ledger.grouping import group_id
 from ledger.store import read_stream
 from ledger.wakeup import Channel, Listener
-from projections import Projector, group_id, rebuild, resolve
+from projections import Projector, rebuild
 from projections.batch import BatchApplier, connect
 from projections.rows import DEVICE_COLUMNS, JOB_COLUMNS
-from tests.support.factories import submitted
+from tests.support.factories import submitted, submitted_and_grouped
 from tests.support.projector import connected, fetch, later, record, snapshot, types
 from tests.support.waiting import async_wait_until
 
@@ -54,14 +56,17 @@ async def _depth(conn: psycopg.AsyncConnection[Any]) -> dict[tuple[str, str, str
     return {(r["org_id"], r["target"], r["status"]): r["depth"] for r in rows}
 
 
-async def test_a_submitted_job_is_grouped_and_counted(db_url: str) -> None:
+async def test_a_submitted_and_grouped_job_is_projected_and_counted_in_its_group(
+    db_url: str,
+) -> None:
     job = uuid.uuid4()
     async with connected(db_url) as conn:
-        await record(conn, job, submitted(org_id="acme", app_version_id="v7"))
+        await record(conn, job, *submitted_and_grouped(org_id="acme", app_version_id="v7"))
         assert await Projector(db_url).catch_up() == 2  # JobSubmitted, then its JobGrouped
         row = await _job(conn, job)
         expected_group = group_id("app_version", "acme|device|app_version=v7")
         assert (row["status"], row["group_id"], row["version"]) == ("grouped", expected_group, 2)
+        # The projector only reads the ledger: the stream is as the API appended it.
         assert types(await read_stream(conn, job)) == ["JobSubmitted", "JobGrouped"]
         (group,) = await fetch(conn, "select * from groups")
         assert (group["group_id"], group["org_id"], group["app_version_id"]) == (
@@ -73,6 +78,40 @@ async def test_a_submitted_job_is_grouped_and_counted(db_url: str) -> None:
         assert await _depth(conn) == {("acme", "device", "grouped"): 1}
 
 
+async def test_a_job_submitted_ungrouped_is_projected_as_submitted_and_left_so(
+    db_url: str,
+) -> None:
+    """A JobSubmitted some other writer appended alone: the projector never groups it."""
+    job = uuid.uuid4()
+    async with connected(db_url) as conn:
+        await record(conn, job, submitted())
+        assert await Projector(db_url).catch_up() == 1
+        row = await _job(conn, job)
+        assert (row["status"], row["group_id"], row["version"]) == ("submitted", None, 1)
+        assert types(await read_stream(conn, job)) == ["JobSubmitted"]
+        assert await fetch(conn, "select * from groups") == []
+        assert await _depth(conn) == {("qualgent", "device", "submitted"): 1}
+
+
+async def test_what_a_job_needs_of_the_device_is_projected(db_url: str) -> None:
+    picky, anything = uuid.uuid4(), uuid.uuid4()
+    async with connected(db_url) as conn:
+        await record(
+            conn,
+            picky,
+            *submitted_and_grouped(platform=Platform.ANDROID, device="Pixel 8", os_version="14"),
+        )
+        await record(conn, anything, *submitted_and_grouped())
+        await Projector(db_url).catch_up()
+        needs = [(await _job(conn, job)) for job in (picky, anything)]
+        assert [(row["platform"], row["device"], row["os_version"]) for row in needs] == [
+            ("android", "Pixel 8", "14"),
+            (None, None, None),
+        ]
+        # Jobs needing different devices are in different groups.
+        assert needs[0]["group_id"] != needs[1]["group_id"]
+
+
 async def test_a_job_row_follows_its_attempt_and_the_device_is_busy_meanwhile(
     db_url: str,
 ) -> None:
@@ -82,7 +121,7 @@ async def test_a_job_row_follows_its_attempt_and_the_device_is_busy_meanwhile(
         await record(
             conn, device, DeviceRegistered(name="pixel", target=Target.DEVICE, agent_id="a")
         )
-        await record(conn, job, submitted())
+        await record(conn, job, *submitted_and_grouped())
         await projector.catch_up()
         await record(conn, job, JobAssigned(attempt=1, device_id=device, agent_id="a"))
         await record(conn, device, AppInstalled(app_version_id="xyz123"))
@@ -125,7 +164,7 @@ async def test_a_failure_followed_by_a_retry_leaves_the_job_retrying_then_flaky_
     projector = Projector(db_url)
     async with connected(db_url) as conn:
         await record(conn, device, DeviceRegistered(name="emu", target=Target.DEVICE, agent_id="a"))
-        await record(conn, job, submitted(max_attempts=2))
+        await record(conn, job, *submitted_and_grouped(max_attempts=2))
         await projector.catch_up()
         await record(conn, job, JobAssigned(attempt=1, device_id=device, agent_id="a"))
         await record(conn, job, JobStarted(attempt=1))
@@ -159,26 +198,35 @@ async def test_a_failure_followed_by_a_retry_leaves_the_job_retrying_then_flaky_
         )
 
 
-async def test_a_batch_wakes_devices_only_when_it_leaves_jobs_waiting(db_url: str) -> None:
-    """Every batch tells the API's waiters; devices hear only of jobs left to claim."""
-    heard: list[list[Channel]] = []
+async def test_a_batch_tells_the_api_waiters_and_leaves_waking_devices_to_the_ledger(
+    db_url: str,
+) -> None:
+    """Devices hear of claimable work from the append itself (migrations/040_open_jobs.sql),
+    before any projector ran; a batch notifies the API's waiters only, and appends nothing."""
+    heard: list[tuple[Channel, str]] = []
 
     def note(channel: Channel, payload: str | None) -> None:
         if payload is not None:  # not the listener's own (re)connect
-            heard[-1].append(channel)
+            heard.append((channel, payload))
 
-    async def batch_heard(projector: Projector, *expected: Channel) -> set[Channel]:
-        """The channels notified after a catch-up, once *expected* have been."""
-        heard.append([])
-        await projector.catch_up()
-
+    async def hear(what: str, *expected: tuple[Channel, str]) -> list[tuple[Channel, str]]:
         async def told() -> bool:
-            return set(expected) <= set(heard[-1])
+            return all(e in heard for e in expected)
 
-        await async_wait_until(told, what=f"notifications on {expected}")
-        # Channels, not notifications: a batch that grouped jobs is followed by one that
-        # reads its JobGrouped events back, which notifies again (maybe after this wait).
-        return set(heard[-1])
+        await async_wait_until(told, what=what)
+        got = list(heard)
+        heard.clear()
+        return got
+
+    async def batch_heard(conn: psycopg.AsyncConnection[Any]) -> set[Channel]:
+        """The channels a catch-up notified: its NOTIFY commits before catch_up returns,
+        so it reaches the listener before a marker sent after it."""
+        await projector.catch_up()
+        await conn.execute("select pg_notify(%s, 'marker')", (Channel.QUEUE.value,))
+        got = await hear(
+            "the batch's notification", (Channel.PROJECTIONS, ""), (Channel.QUEUE, "marker")
+        )
+        return {channel for channel, payload in got if payload != "marker"}
 
     job, device = uuid.uuid4(), uuid.uuid4()
     projector = Projector(db_url)
@@ -186,14 +234,18 @@ async def test_a_batch_wakes_devices_only_when_it_leaves_jobs_waiting(db_url: st
         Listener(db_url, channels=(Channel.PROJECTIONS, Channel.QUEUE), on_notification=note),
         connected(db_url) as conn,
     ):
-        await record(conn, job, submitted(max_attempts=2))
-        # Submitted ungrouped: the batch groups it, and it waits.
-        both = {Channel.PROJECTIONS, Channel.QUEUE}
-        assert await batch_heard(projector, *both) == both
+        await record(conn, job, *submitted_and_grouped(max_attempts=2))
+        # Claimable as it is appended: the ledger wakes the target's devices.
+        await hear("the submit to wake devices", (Channel.QUEUE, "device"))
+        assert await batch_heard(conn) == {Channel.PROJECTIONS}
 
-        await record(conn, job, JobAssigned(attempt=1, device_id=device, agent_id="a"))
-        await record(conn, job, JobStarted(attempt=1))
-        assert await batch_heard(projector, Channel.PROJECTIONS) == {Channel.PROJECTIONS}
+        await record(
+            conn,
+            job,
+            JobAssigned(attempt=1, device_id=device, agent_id="a"),
+            JobStarted(attempt=1),
+        )
+        assert await batch_heard(conn) == {Channel.PROJECTIONS}
 
         await record(
             conn,
@@ -201,7 +253,16 @@ async def test_a_batch_wakes_devices_only_when_it_leaves_jobs_waiting(db_url: st
             JobFailed(attempt=1, kind=FailureKind.TEST, reason="assertion failed", duration_s=1.0),
             JobRetryScheduled(attempt=1, not_before=later(0), reason="retry 2 of 2"),
         )
-        assert await batch_heard(projector, *both) == both
+        await hear("the retry to wake devices", (Channel.QUEUE, "device"))
+        assert await batch_heard(conn) == {Channel.PROJECTIONS}
+        assert types(await read_stream(conn, job)) == [
+            "JobSubmitted",
+            "JobGrouped",
+            "JobAssigned",
+            "JobStarted",
+            "JobFailed",
+            "JobRetryScheduled",
+        ]
 
 
 async def test_an_expired_lease_requeues_the_job_and_frees_the_device(db_url: str) -> None:
@@ -209,7 +270,7 @@ async def test_an_expired_lease_requeues_the_job_and_frees_the_device(db_url: st
     projector = Projector(db_url)
     async with connected(db_url) as conn:
         await record(conn, device, DeviceRegistered(name="emu", target=Target.DEVICE, agent_id="a"))
-        await record(conn, job, submitted())
+        await record(conn, job, *submitted_and_grouped())
         await projector.catch_up()
         await record(conn, job, JobAssigned(attempt=1, device_id=device, agent_id="a"))
         await record(conn, job, JobStarted(attempt=1))
@@ -251,8 +312,8 @@ async def test_timeouts_end_jobs_as_timed_out(db_url: str) -> None:
     projector = Projector(db_url)
     async with connected(db_url) as conn:
         await record(conn, device, DeviceRegistered(name="d", target=Target.DEVICE, agent_id="a"))
-        await record(conn, queued, submitted())
-        await record(conn, running, submitted())
+        await record(conn, queued, *submitted_and_grouped())
+        await record(conn, running, *submitted_and_grouped())
         await projector.catch_up()
         await record(conn, queued, JobTimedOut(kind=TimeoutKind.QUEUE, reason="waited 60s"))
         await record(conn, running, JobAssigned(attempt=1, device_id=device, agent_id="a"))
@@ -301,7 +362,7 @@ async def test_projectors_applying_at_once_apply_every_event_exactly_once(db_url
     jobs = [uuid.uuid4() for _ in range(60)]
     async with connected(db_url) as conn:
         for job in jobs:
-            await record(conn, job, submitted(app_version_id=f"v{job.int % 3}"))
+            await record(conn, job, *submitted_and_grouped(app_version_id=f"v{job.int % 3}"))
         projectors = [Projector(db_url, batch_size=size) for size in (1, 7, 50)]
         await asyncio.gather(*(p.catch_up() for p in projectors))
         await asyncio.gather(*(p.catch_up() for p in projectors))
@@ -309,6 +370,8 @@ async def test_projectors_applying_at_once_apply_every_event_exactly_once(db_url
             assert types(await read_stream(conn, job)) == ["JobSubmitted", "JobGrouped"]
         groups = await fetch(conn, "select sum(queued) as queued from groups")
         assert groups == [{"queued": 60}]
+        (lag,) = await fetch(conn, "select * from projector_lag where name = 'main'")
+        assert (lag["events_behind"], lag["events_applied"]) == (0, 120)
         assert await _depth(conn) == {("qualgent", "device", "grouped"): 60}
         live = await snapshot(conn)
         await rebuild(db_url)
@@ -318,9 +381,9 @@ async def test_projectors_applying_at_once_apply_every_event_exactly_once(db_url
 async def test_the_lag_view_counts_what_is_not_projected_yet(db_url: str) -> None:
     async with connected(db_url) as conn:
         for _ in range(3):
-            await record(conn, uuid.uuid4(), submitted())
+            await record(conn, uuid.uuid4(), *submitted_and_grouped())
         (lag,) = await fetch(conn, "select * from projector_lag where name = 'main'")
-        assert (lag["events_behind"], lag["running"]) == (3, False)
+        assert (lag["events_behind"], lag["running"]) == (6, False)
         assert lag["seconds_behind"] > 0
         await Projector(db_url).catch_up()
         (lag,) = await fetch(conn, "select * from projector_lag where name = 'main'")
@@ -330,7 +393,7 @@ async def test_the_lag_view_counts_what_is_not_projected_yet(db_url: str) -> Non
 async def test_a_projector_remembering_few_rows_ends_on_the_same_rows(db_url: str) -> None:
     device = uuid.uuid4()
     jobs = [uuid.uuid4() for _ in range(12)]
-    applier = BatchApplier("main", resolve(), batch_size=4, remember=3)
+    applier = BatchApplier("main", batch_size=4, remember=3)
     async with (
         connected(db_url) as conn,
         await connect(db_url) as write,
@@ -338,7 +401,7 @@ async def test_a_projector_remembering_few_rows_ends_on_the_same_rows(db_url: st
     ):
         await record(conn, device, DeviceRegistered(name="d", target=Target.DEVICE, agent_id="a"))
         for job in jobs:
-            await record(conn, job, submitted(app_version_id=f"v{job.int % 2}"))
+            await record(conn, job, *submitted_and_grouped(app_version_id=f"v{job.int % 2}"))
         await applier.apply_all(write, read)
         for job in jobs:
             await record(conn, job, JobAssigned(attempt=1, device_id=device, agent_id="a"))
@@ -370,8 +433,8 @@ async def test_an_event_that_commits_late_is_waited_for_not_skipped(db_url: str)
     projector = Projector(db_url)
     async with connected(db_url) as conn, await psycopg.AsyncConnection.connect(db_url) as late:
         async with late.transaction():
-            await record(late, slow, submitted(test_path="slow.spec.js"))
-            await record(conn, fast, submitted(test_path="fast.spec.js"))
+            await record(late, slow, *submitted_and_grouped(test_path="slow.spec.js"))
+            await record(conn, fast, *submitted_and_grouped(test_path="fast.spec.js"))
             # The fast job committed after the slow one began: projecting it now would move
             # the checkpoint past the slow one, which would then never be read.
             assert await projector.catch_up() == 0

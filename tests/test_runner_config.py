@@ -138,7 +138,8 @@ NOW = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 RETRY = RetryPolicy(infra_attempts=3, backoff_s=2.0, backoff_cap_s=60.0)
 
 
-def held(attempt: int, max_attempts: int = 1) -> HeldJob:
+def held(attempt: int, max_attempts: int = 1, handed_back: int = 0) -> HeldJob:
+    """A job on its *attempt*-th attempt, *handed_back* of the earlier ones handed back."""
     state = JobState(
         version=3, status=JobStatus.RUNNING, attempt=attempt, max_attempts=max_attempts
     )
@@ -149,6 +150,7 @@ def held(attempt: int, max_attempts: int = 1) -> HeldJob:
         build=None,
         timeout_s=60,
         max_attempts=max_attempts,
+        handed_back=handed_back,
         state=state,
         version=3,
     )
@@ -158,11 +160,10 @@ def outcome(job: HeldJob, status: str) -> Outcome:
     return Outcome(job_id=job.job_id, status=status, message="why", duration_s=1.5)  # type: ignore[arg-type]
 
 
-def ends(job: HeldJob, status: str, counted: int | None = None) -> list[type]:
+def ends(job: HeldJob, status: str) -> list[type]:
     events = outcome_events(
         job,
         outcome(job, status),
-        counted_attempts=job.attempt if counted is None else counted,
         policy=RETRY,
         now=NOW,
         rng=random.Random(1),
@@ -179,11 +180,11 @@ def test_a_test_failure_is_final_unless_the_job_allows_more_attempts() -> None:
 def test_infrastructure_errors_retry_up_to_the_runner_limit_not_counting_hand_backs() -> None:
     assert ends(held(2), "error") == [JobFailed, JobRetryScheduled]
     assert ends(held(3), "error") == [JobFailed]
-    assert ends(held(4), "error", counted=2) == [JobFailed, JobRetryScheduled]
+    assert ends(held(4, handed_back=2), "error") == [JobFailed, JobRetryScheduled]
     assert ends(held(4, max_attempts=5), "error") == [JobFailed, JobRetryScheduled]
     job = held(1)
     [failed, _] = outcome_events(
-        job, outcome(job, "error"), counted_attempts=1, policy=RETRY, now=NOW, rng=random.Random()
+        job, outcome(job, "error"), policy=RETRY, now=NOW, rng=random.Random()
     )
     assert isinstance(failed, JobFailed) and failed.kind == FailureKind.INFRASTRUCTURE
 

@@ -50,8 +50,8 @@ async def run_workload(
 ) -> tuple[int, float, list[UUID]]:
     """Run the workload on 4 fresh slots; return installs and seconds from first claim to end."""
     config = agent_config(f"{run}-agent", "emulator:4", simulated=SIMULATED, policy=policy)
-    async with pipeline(url, config, grouping=grouping):
-        ids = await submit(url, workload(run))
+    async with pipeline(url, config):
+        ids = await submit(url, workload(run), grouping=grouping)
         await wait_all_ended(url, ids, timeout=60)
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         cursor = await conn.execute(

@@ -43,18 +43,26 @@ def names(groups: list[QueuedGroup]) -> list[object]:
     return [g.group_id for g in groups]
 
 
-def test_the_installed_app_comes_first_even_before_higher_priority() -> None:
+def test_the_installed_app_comes_first_within_the_affinity_margin() -> None:
+    """An install is worth up to four points: a group of priority 9 waits for the slot's
+    own group of priority 5 to be done, one of priority 10 does not."""
     ranked = rank_groups(
-        [group("urgent", priority=10), group("mine", priority=2)],
+        [group("close", priority=9), group("mine", priority=5)],
         installed={"mine"},
         policy=POLICY,
     )
-    assert names(ranked) == ["mine", "urgent"]
+    assert names(ranked) == ["mine", "close"]
+    ranked = rank_groups(
+        [group("urgent", priority=10), group("mine", priority=5)],
+        installed={"mine"},
+        policy=POLICY,
+    )
+    assert names(ranked) == ["urgent", "mine"]
 
 
 def test_affinity_gives_way_once_another_group_is_ahead_by_more_than_the_margin() -> None:
-    # 2 + 18 points of waiting: more than 9 (the margin) above the installed group.
-    old = group("old", priority=2, waited=18 / POLICY.ageing_per_s)
+    # 2 + 13 points of waiting: more than 4 (the margin) above the installed group.
+    old = group("old", priority=2, waited=13 / POLICY.ageing_per_s)
     ranked = rank_groups([group("mine", priority=10), old], installed={"mine"}, policy=POLICY)
     assert names(ranked) == ["old", "mine"]
 
@@ -97,8 +105,8 @@ def test_batches_are_chunks_of_a_group_and_joiners_take_a_fair_share() -> None:
     assert batch_size(huge, target_slots=1, installed=set(), policy=POLICY) == POLICY.max_batch
 
 
-def test_the_ageing_bound_with_the_defaults_is_ninety_minutes_for_priority_1() -> None:
-    assert ageing_bound_s(1, POLICY) == 90 * 60
+def test_the_ageing_bound_with_the_defaults_is_seventy_minutes_for_priority_1() -> None:
+    assert ageing_bound_s(1, POLICY) == 70 * 60
 
 
 groups = st.builds(

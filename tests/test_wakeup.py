@@ -65,20 +65,20 @@ async def test_a_listener_is_woken_only_by_its_own_channels(db_url: str) -> None
     async with (
         Listener(
             db_url,
-            channels=(Channel.JOBS, Channel.QUEUE),
+            channels=(Channel.PROJECTIONS, Channel.QUEUE),
             on_notification=lambda channel, payload: heard.append((channel, payload)),
-        ) as devices,
+        ) as readers,
         Notifier(db_url, channels=(Channel.EVENTS,)) as appender,
-        Notifier(db_url, channels=(Channel.EVENTS, Channel.JOBS)) as submitter,
+        Notifier(db_url, channels=(Channel.EVENTS, Channel.PROJECTIONS)) as projector,
     ):
-        await devices.wait(0.5)  # the wake-up every (re)connect gives
-        assert heard == [(Channel.JOBS, None), (Channel.QUEUE, None)]
+        await readers.wait(0.5)  # the wake-up every (re)connect gives
+        assert heard == [(Channel.PROJECTIONS, None), (Channel.QUEUE, None)]
         heard.clear()
         appender.poke()
-        assert not await devices.wait(timeout=0.3), "woken by a channel it does not hear"
-        submitter.poke()
-        assert await devices.wait(timeout=2.0)
-        assert heard == [(Channel.JOBS, "")]
+        assert not await readers.wait(timeout=0.3), "woken by a channel it does not hear"
+        projector.poke()
+        assert await readers.wait(timeout=2.0)
+        assert heard == [(Channel.PROJECTIONS, "")]
 
 
 async def test_a_poke_just_before_the_notifier_closes_is_sent_once(db_url: str) -> None:

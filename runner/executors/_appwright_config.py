@@ -17,6 +17,7 @@ __all__ = ["ConfigPaths", "project_use", "render_config"]
 _PROVIDERS = {"emulator": "emulator", "device": "local-device", "browserstack": "browserstack"}
 #: Slot capability keys that go into ``use.device``, and their AppWright names.
 _DEVICE_KEYS = {
+    "device": "name",
     "device_name": "name",
     "name": "name",
     "osVersion": "osVersion",

@@ -49,8 +49,31 @@ class SlotSpec:
     name: str
     #: The kind of device.
     target: Target
-    #: E.g. ``{"platform": "android", "osVersion": "14", "device_name": "Pixel 8"}``.
+    #: What the device is, e.g. ``{"platform": "android", "device": "Pixel 8",
+    #: "os_version": "14"}``; the three of those are what a job may ask for (AppWright's
+    #: ``osVersion`` and ``device_name`` are read as the same), any other key is passed on
+    #: to the executor.
     capabilities: Mapping[str, str] = attrs.field(factory=dict)
+
+    @property
+    def platform(self) -> str | None:
+        platform = self.capabilities.get("platform")
+        return platform.lower() if platform else None
+
+    @property
+    def device(self) -> str | None:
+        caps = self.capabilities
+        return caps.get("device") or caps.get("device_name")
+
+    @property
+    def os_version(self) -> str | None:
+        caps = self.capabilities
+        return caps.get("os_version") or caps.get("osVersion")
+
+    def describe(self) -> str:
+        """The target and what the slot offers, for people: ``emulator, android Pixel 8 14``."""
+        offers = " ".join(o for o in (self.platform, self.device, self.os_version) if o)
+        return f"{self.target}, {offers}" if offers else self.target
 
 
 @attrs.frozen(kw_only=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from ledger.events import JobSubmitted, Metadata, Target
+from ledger.events import JobGrouped, JobSubmitted, Metadata, Target
+from ledger.grouping import DEFAULT_STRATEGY, resolve
 
 
 def metadata(org_id: str = "qualgent", actor: str = "test") -> Metadata:
@@ -21,3 +22,14 @@ def submitted(**overrides: Any) -> JobSubmitted:
     }
     fields.update(overrides)
     return JobSubmitted(**fields)
+
+
+def grouped(job: JobSubmitted, strategy: str = DEFAULT_STRATEGY) -> tuple[JobSubmitted, JobGrouped]:
+    """*job* and its JobGrouped, as the API appends them together (http_api/submit.py)."""
+    return job, resolve(strategy).group(job)
+
+
+def submitted_and_grouped(**overrides: Any) -> tuple[JobSubmitted, JobGrouped]:
+    """A job's first two events as the API appends them: ``submitted(**overrides)``, grouped
+    by the default strategy."""
+    return grouped(submitted(**overrides))

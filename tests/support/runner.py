@@ -19,13 +19,11 @@ import psycopg
 
 from http_api.submit import parse
 from http_api.submit import submit as api_submit
-from ledger.announcement import announcement
 from ledger.codec import encode
 from ledger.decisions import TERMINAL, JobState, decide
-from ledger.events import JobGrouped, JobRetryScheduled, JobSubmitted, Metadata
+from ledger.events import JobRetryScheduled, JobSubmitted, Metadata
+from ledger.grouping import resolve
 from ledger.store import RecordedEvent, StreamWrite, append_many
-from ledger.wakeup import Channel, Notifier
-from projections.grouping import resolve
 from projections.projector import Projector
 from runner import AgentConfig, ClaimPolicy, run_agent
 from runner.executors import SlotSpec
@@ -34,13 +32,11 @@ from tests.support.waiting import async_wait_until
 __all__ = [
     "PASSED_AT_ONCE",
     "agent_config",
-    "assigned_by_submit",
     "check_histories",
     "histories",
     "pipeline",
     "submit",
     "submit_as_api",
-    "submit_grouped",
     "wait_all_ended",
 ]
 
@@ -53,7 +49,6 @@ FAST = {
     "maintenance_interval_s": 0.2,
     "poll_interval_s": 0.2,
     "cancel_poll_s": 0.1,
-    "queue_view_ttl_s": 0.05,
     "retry": {"backoff_s": 0.0},
 }
 
@@ -82,54 +77,29 @@ def agent_config(name: str, slots: str | Sequence[SlotSpec], **overrides: Any) -
     return build_config(data)
 
 
-async def submit(url: str, jobs: Sequence[JobSubmitted]) -> list[UUID]:
-    """Append the jobs (one statement) and wake the readers; return their ids."""
+async def submit(
+    url: str, jobs: Sequence[JobSubmitted], *, grouping: str | None = None
+) -> list[UUID]:
+    """Append the jobs submitted and grouped, as the API does (one statement); return
+    their ids. The append makes them claimable and wakes the agents of their targets."""
+    strategy = resolve(grouping)
     ids = [uuid.uuid4() for _ in jobs]
     writes = [
         StreamWrite(
             stream_id=job_id,
             expected_version=0,
-            events=[job],
+            events=[job, strategy.group(job)],
             metadata=Metadata(org_id=job.org_id, actor="test"),
         )
         for job_id, job in zip(ids, jobs, strict=True)
     ]
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         await append_many(conn, writes)
-    async with Notifier(url) as notifier:
-        notifier.poke()
-        await asyncio.sleep(0.01)
     return ids
 
 
-async def submit_grouped(
-    url: str, jobs: Sequence[JobSubmitted], *, payload: str | None = None
-) -> tuple[list[UUID], str]:
-    """Append the jobs submitted and grouped (in one group), as the API does, then tell
-    the agents on the jobs channel, with the jobs' announcement or *payload* instead.
-    Returns the jobs' ids and their announcement."""
-    group_id = uuid.uuid4()
-    writes = [
-        StreamWrite(
-            stream_id=uuid.uuid4(),
-            expected_version=0,
-            events=[job, JobGrouped(group_id=group_id, strategy="test", group_key="k")],
-            metadata=Metadata(org_id=job.org_id, actor="test"),
-        )
-        for job in jobs
-    ]
-    said = announcement(writes)
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        await append_many(conn, writes)
-        await conn.execute(
-            "select pg_notify(%s, %s)", (Channel.JOBS.value, said if payload is None else payload)
-        )
-    return [write.stream_id for write in writes], said
-
-
 async def submit_as_api(conn: psycopg.AsyncConnection[Any], job: JobSubmitted) -> UUID:
-    """Submit one job through the API's statement: grouped, announced, and given to the
-    best standing claim there is (runner/standing.py). *conn* in autocommit mode."""
+    """Submit one job through the API's statement. *conn* in autocommit mode."""
     body = {key: value for key, value in encode(job)[1].items() if value is not None}
     submitted = await api_submit(
         conn,
@@ -140,20 +110,6 @@ async def submit_as_api(conn: psycopg.AsyncConnection[Any], job: JobSubmitted) -
         request_id=None,
     )
     return UUID(submitted.jobs[0]["job_id"])
-
-
-async def assigned_by_submit(url: str, ids: Sequence[UUID]) -> set[UUID]:
-    """Those of the jobs whose first attempt their submit assigned, in its transaction."""
-    async with await psycopg.AsyncConnection.connect(url) as conn:
-        cursor = await conn.execute(
-            """
-            select a.stream_id from events a
-            join events s on s.stream_id = a.stream_id and s.version = 1
-            where a.stream_id = any(%(ids)s) and a.type = 'JobAssigned' and a.txid = s.txid
-            """,
-            {"ids": list(ids)},
-        )
-        return {row[0] for row in await cursor.fetchall()}
 
 
 @attrs.define
@@ -169,13 +125,11 @@ class Pipeline:
 
 
 @contextlib.asynccontextmanager
-async def pipeline(
-    url: str, *configs: AgentConfig, grouping: str | None = None
-) -> AsyncIterator[Pipeline]:
+async def pipeline(url: str, *configs: AgentConfig) -> AsyncIterator[Pipeline]:
     """A projector and one agent per config, stopped (drained) on the way out."""
     stop = asyncio.Event()
     running = Pipeline(url=url, stop=stop, tasks=[])
-    projector = Projector(url, poll_interval=0.2, grouping=grouping)
+    projector = Projector(url, poll_interval=0.2)
     running.tasks.append(asyncio.create_task(projector.run(stop)))
     for config in configs:
         running.add_agent(config)

@@ -1,9 +1,11 @@
 """Grouping strategies: which group a submitted job joins.
 
-A strategy maps a submitted job to the part of its group key that it decides; the
-key always starts with the job's org and target, because a group runs on one kind
-of device and orgs never share one. A group's id is a uuid5 of (strategy name, key),
-so the same key gives the same group in every projector, across restarts and rebuilds.
+A job is grouped as it is submitted, in the submit's transaction (http_api/submit.py),
+and nowhere else. A strategy maps a submitted job to the part of its group key that it
+decides; the key always starts with the job's org, target and what it needs of the
+device, because a group runs on one kind of device and orgs never share one. A group's
+id is a uuid5 of (strategy name, key), so the same key gives the same group in every
+API process, across restarts.
 
 Built-in strategies, by name:
 
@@ -100,24 +102,31 @@ class Grouping:
         part = self.key_part(job)
         if not isinstance(part, str):
             raise TypeError(f"grouping strategy {self.name} returned {type(part).__name__}")
-        # Org names and targets never contain "|", so the key splits back unambiguously.
-        return f"{job.org_id}|{job.target.value}|{part}"
+        # Org names, targets and device needs never contain "|", so the key splits back
+        # unambiguously.
+        needs = job.profile.label()
+        return f"{job.org_id}|{job.target.value}|{needs}|{part}" if needs else (
+            f"{job.org_id}|{job.target.value}|{part}"
+        )
 
     def group(self, job: JobSubmitted) -> JobGrouped:
         key = self.key(job)
         return JobGrouped(group_id=group_id(self.name, key), strategy=self.name, group_key=key)
 
-    def try_group(self, job: JobSubmitted, job_id: UUID) -> JobGrouped | None:
-        """The job's grouping, or None (logged) when a custom strategy fails on it.
+    def group_or_default(self, job: JobSubmitted, job_id: UUID) -> JobGrouped:
+        """The job's grouping; by the default strategy (logged) when a custom one fails.
 
-        A broken strategy leaves that job ungrouped; it must not stop the submit or the
-        batch it came with.
+        A broken strategy must not stop the submit, nor leave the job where no slot
+        can claim it.
         """
         try:
             return self.group(job)
         except Exception:
-            _log.exception("grouping strategy %s failed for job %s", self.name, job_id)
-            return None
+            _log.exception(
+                "grouping strategy %s failed for job %s; grouping it by %s",
+                self.name, job_id, DEFAULT_STRATEGY,
+            )
+            return resolve(DEFAULT_STRATEGY).group(job)
 
 
 def resolve(name: str | None = None) -> Grouping:
