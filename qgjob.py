@@ -7,6 +7,7 @@ Standard library only, so a CI step can run ``python3 qgjob.py`` with nothing in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import http.client
 import json
@@ -14,16 +15,18 @@ import math
 import os
 import re
 import shutil
+import signal
 import socket
 import sys
 import textwrap
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NoReturn
 
 __all__ = [
@@ -56,17 +59,36 @@ STATUSES = (
     "retrying",
     "passed",
     "failed",
+    "error",
     "cancelled",
     "timed_out",
 )
-TERMINAL = frozenset({"passed", "failed", "cancelled", "timed_out"})
-UNSUCCESSFUL = frozenset({"failed", "cancelled", "timed_out"})
+TERMINAL = frozenset({"passed", "failed", "error", "cancelled", "timed_out"})
+UNSUCCESSFUL = frozenset({"failed", "error", "cancelled", "timed_out"})
+#: What ``rerun --failed`` runs again: jobs that ended without passing, not cancelled ones.
+RERUN_FAILED = frozenset({"failed", "error", "timed_out"})
+#: The fields a rerun copies from the jobs it reruns.
+RERUN_FIELDS = (
+    "org_id",
+    "app_version_id",
+    "target",
+    "priority",
+    "build",
+    "repo",
+    "commit",
+    "tags",
+    "max_attempts",
+    "timeout_s",
+)
+#: Why a job is cancelled when the command waiting for it is interrupted.
+INTERRUPT_REASON = "the qgjob command waiting for it was interrupted"
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_TIMEOUT = 3
 EXIT_UNREACHABLE = 4
+EXIT_ERROR = 5
 EXIT_INTERRUPTED = 130
 
 DEFAULT_WAIT_TIMEOUT_S = 1800.0
@@ -93,11 +115,15 @@ target so each app build is installed once per device, and runs them."""
 
 EPILOG = """\
 exit status:
-  0  success; with --wait or wait: every job passed
-  1  a test failed, or a job was cancelled or timed out
-  2  usage or configuration error, or the server refused the request (HTTP 4xx)
-  3  --timeout elapsed before every job finished
-  4  the server could not be reached, or it failed (HTTP 5xx)
+  0    success; with --wait or wait: every job passed
+  1    a test failed, or a job was cancelled or timed out
+  2    usage or configuration error, or the server refused the request (HTTP 4xx)
+  3    --timeout elapsed before every job finished
+  4    the server could not be reached, or it failed (HTTP 5xx)
+  5    no test failed, but the infrastructure (device, build, runner) failed a job
+       after its retries: worth running the pipeline again
+  130  interrupted (SIGINT or SIGTERM); submit --wait and rerun --wait cancel
+       their run first, unless --no-cancel-on-interrupt
 
 environment:
   QGJOB_SERVER  server URL when --server is not given
@@ -340,7 +366,8 @@ def submit_body(args: argparse.Namespace, cwd: str | None = None) -> Json:
     """
     tests = expand_tests(args.tests, cwd)
     body: Json = {"org_id": args.org_id, "app_version_id": args.app_version_id}
-    if len(tests) == 1 and not args.profiles:
+    # A superseding submit is always a run, even of one test: runs are what it cancels.
+    if len(tests) == 1 and not args.supersede and not args.profiles:
         body["test_path"] = tests[0]
     else:
         body["tests"] = tests
@@ -356,6 +383,7 @@ def submit_body(args: argparse.Namespace, cwd: str | None = None) -> Json:
         "commit": args.commit,
         "tags": args.tags,
         "max_attempts": None if args.retries is None else args.retries + 1,
+        "supersede_key": args.supersede,
         "force": args.force or None,
     }
     body.update((key, value) for key, value in optional.items() if value is not None)
@@ -391,9 +419,15 @@ def profile_label(job: Json) -> str:
 
 
 def _cmd_submit(args: argparse.Namespace, client: Client) -> int:
-    body = submit_body(args)
+    return _submit(args, client, submit_body(args))
+
+
+def _submit(args: argparse.Namespace, client: Client, body: Json) -> int:
+    """POST *body*, then print the ids, or with --wait wait for the results."""
     response = client.post("/jobs", body, headers={"Idempotency-Key": str(uuid.uuid4())})
     suite = "tests" in body
+    if suite and body.get("supersede_key"):
+        _supersede(client, str(response["run_id"]), str(body["supersede_key"]))
     if not args.wait:
         if args.json:
             _print_json(response)
@@ -405,12 +439,50 @@ def _cmd_submit(args: argparse.Namespace, client: Client) -> int:
             print(response["job_id"])
         return EXIT_OK
     if suite:
-        run_id = str(response["run_id"])
+        run_id: str | None = str(response["run_id"])
+        job_id = None
         _note(f"submitted run {run_id} ({len(response['jobs'])} jobs)")
-        return _wait_and_report(args, client, run_id=run_id)
-    job_id = str(response["job_id"])
-    _note(f"submitted job {job_id}")
-    return _wait_and_report(args, client, job_id=job_id)
+    else:
+        run_id, job_id = None, str(response["job_id"])
+        _note(f"submitted job {job_id}")
+    try:
+        return _wait_and_report(args, client, job_id=job_id, run_id=run_id)
+    except KeyboardInterrupt:
+        if args.cancel_on_interrupt:
+            _cancel_waited(client, job_id=job_id, run_id=run_id)
+        raise
+
+
+def _supersede(client: Client, run_id: str, key: str) -> None:
+    cancelled = client.post(_path("runs", run_id, "supersede"))["cancelled"]
+    if cancelled:
+        runs = sorted({str(job["run_id"]) for job in cancelled if job.get("run_id")})
+        _note(f"superseded {', '.join(runs)} ({len(cancelled)} unfinished jobs cancelled, {key})")
+
+
+def _cancel_waited(client: Client, *, job_id: str | None, run_id: str | None) -> None:
+    """Cancel what an interrupted wait was waiting for; say so, or why it could not be."""
+    what = f"run {run_id}" if run_id else f"job {job_id}"
+    path = _path("runs", run_id, "cancel") if run_id else _path("jobs", str(job_id), "cancel")
+    try:
+        client.post(path, {"reason": INTERRUPT_REASON})
+    except CliError as error:
+        _note(f"could not cancel {what}: {error}")
+        return
+    _note(f"interrupted: cancelled {what}")
+
+
+def _cmd_rerun(args: argparse.Namespace, client: Client) -> int:
+    run = client.get(_path("runs", args.run_id))
+    jobs = [job for job in run["jobs"] if not args.failed or job["status"] in RERUN_FAILED]
+    if not jobs:
+        _note(f"run {args.run_id} has no failed jobs; nothing to rerun")
+        return EXIT_OK
+    first = jobs[0]
+    body: Json = {name: first[name] for name in RERUN_FIELDS if first.get(name) is not None}
+    body["tests"] = list(dict.fromkeys(str(job["test_path"]) for job in jobs))
+    body["rerun_of"] = args.run_id
+    return _submit(args, client, body)
 
 
 # --- waiting ------------------------------------------------------------------------------
@@ -531,8 +603,12 @@ def _wait_and_report(
 
 
 def outcome(jobs: Iterable[Json]) -> int:
-    """Exit status of finished jobs: 0 when all passed, 1 when any did not."""
-    return EXIT_FAILED if any(job["status"] != "passed" for job in jobs) else EXIT_OK
+    """Exit status of finished jobs: 0 when all passed; 1 when any failed, was cancelled or
+    timed out; else 5 when the infrastructure failed one (retrying the pipeline may help)."""
+    statuses = {str(job["status"]) for job in jobs}
+    if statuses - {"passed", "error"}:
+        return EXIT_FAILED
+    return EXIT_ERROR if "error" in statuses else EXIT_OK
 
 
 def _cmd_wait(args: argparse.Namespace, client: Client) -> int:
@@ -569,9 +645,16 @@ def results_table(jobs: Sequence[Json]) -> str:
     header = ["STATUS", "DURATION", *(["PROFILE"] if per_profile else []), "TEST"]
     lines = [_table(header, rows)]
     for job in jobs:
-        if job["status"] != "passed" and (job.get("last_error") or job.get("unschedulable")):
-            why = job.get("last_error") or f"cannot start: {job['unschedulable']}"
-            lines.append(f"{job['test_path']}: {why}")
+        failed = _failed_cases(job)
+        for case in failed:
+            file, line = _case_location(case)
+            reason = str((case.get("error") or {}).get("message") or "failed").splitlines()
+            where = f"{file}:{line}" if line else file
+            lines.append(f"{where}: {_case_title(case)}: {reason[0] if reason else 'failed'}")
+        if job["status"] != "passed" and job.get("last_error") and not failed:
+            lines.append(f"{job['test_path']}: {job['last_error']}")
+        elif job.get("waiting"):
+            lines.append(f"{job['test_path']}: waiting: {job['waiting']['message']}")
     if per_profile:
         for profile in profiles:
             counts = _counts(job for job in jobs if profile_label(job) == profile)
@@ -597,43 +680,99 @@ def _xml_text(value: Any) -> str:
     return _XML_UNSAFE.sub("", _ANSI_ESCAPE.sub("", text))
 
 
+def _case_title(case: Json) -> str:
+    """A test case's title: its describe blocks' titles and its own, joined with ' > '."""
+    return " > ".join(str(title) for title in case.get("title_path") or [])
+
+
+def _case_location(case: Json) -> tuple[str, int | None]:
+    """Where a test case failed (file, line), else where it is declared."""
+    error = case.get("error") or {}
+    return str(error.get("file") or case["file"]), error.get("line") or case.get("line")
+
+
+def _failed_cases(job: Json) -> list[Json]:
+    return [case for case in job.get("tests") or [] if case.get("status") == "failed"]
+
+
+def _job_case(suite: ET.Element, job: Json) -> ET.Element:
+    """The job itself as a testcase: when it reported no tests, or ended for another reason."""
+    case = ET.SubElement(
+        suite,
+        "testcase",
+        name=_xml_text(job["test_path"]),
+        classname=str(job["target"]),
+        time=f"{float(job.get('duration_s') or 0):.3f}",
+    )
+    status = str(job["status"])
+    message = _xml_text(job.get("last_error") or status)
+    if status == "failed":
+        ET.SubElement(case, "failure", message=message, type="failed").text = message
+    elif status in UNSUCCESSFUL:
+        ET.SubElement(case, "error", message=message, type=status).text = message
+    elif status not in TERMINAL:
+        unfinished = f"still {status} when the wait ended"
+        ET.SubElement(case, "error", message=unfinished, type="not_finished")
+    return case
+
+
+def _test_case(suite: ET.Element, job: Json, test: Json) -> ET.Element:
+    """One test case of a job's spec; a failure names its message and file:line."""
+    case = ET.SubElement(
+        suite,
+        "testcase",
+        name=_xml_text(_case_title(test)),
+        classname=_xml_text(test["file"]),
+        file=_xml_text(test["file"]),
+        time=f"{float(test.get('duration_s') or 0):.3f}",
+    )
+    if test.get("line") is not None:
+        case.set("line", str(test["line"]))
+    status = test.get("status")
+    if status == "failed":
+        file, line = _case_location(test)
+        message = _xml_text((test.get("error") or {}).get("message") or "failed")
+        first = message.splitlines()[0] if message.strip() else "failed"
+        failure = ET.SubElement(case, "failure", message=first, type="failed")
+        failure.text = f"{message}\n\nat {file}:{line}" if line else f"{message}\n\nat {file}"
+    elif status in ("skipped", "interrupted"):
+        ET.SubElement(case, "skipped", message=str(status))
+    elif status == "flaky":
+        ET.SubElement(
+            case, "system-out"
+        ).text = f"flaky: passed on retry {test.get('retry', 0)} (job {job['job_id']})"
+    return case
+
+
 def junit_xml(view: Json) -> bytes:
-    """A JUnit report of a run view: one testcase per job, named by its test path."""
+    """A JUnit report of a run view: a testcase per test of each job's spec, or per job
+    when a job reported no tests, plus the job itself when it ended for another reason
+    than its tests (an infrastructure error, a timeout, a cancel)."""
     jobs: list[Json] = view["jobs"]
     app_versions = sorted({str(job["app_version_id"]) for job in jobs})
     name = ", ".join(app_versions) or "qgjob"
-    failures = sum(job["status"] == "failed" for job in jobs)
-    errors = sum(job["status"] != "passed" for job in jobs) - failures
-    total_time = sum(float(job.get("duration_s") or 0) for job in jobs)
-    counts = {
-        "tests": str(len(jobs)),
-        "failures": str(failures),
-        "errors": str(errors),
-        "skipped": "0",
-        "time": f"{total_time:.3f}",
-    }
-    root = ET.Element("testsuites", {"name": name, **counts})
-    suite = ET.SubElement(root, "testsuite", {"name": name, **counts})
+    root = ET.Element("testsuites", {"name": name})
+    suite = ET.SubElement(root, "testsuite", {"name": name})
     if view.get("run_id"):
         properties = ET.SubElement(suite, "properties")
         ET.SubElement(properties, "property", name="run_id", value=str(view["run_id"]))
+    cases: list[ET.Element] = []
     for job in jobs:
-        case = ET.SubElement(
-            suite,
-            "testcase",
-            name=_xml_text(job["test_path"]),
-            classname=str(job["target"]),
-            time=f"{float(job.get('duration_s') or 0):.3f}",
-        )
-        status = str(job["status"])
-        message = _xml_text(job.get("last_error") or status)
-        if status == "failed":
-            ET.SubElement(case, "failure", message=message, type="failed").text = message
-        elif status in UNSUCCESSFUL:
-            ET.SubElement(case, "error", message=message, type=status).text = message
-        elif status not in TERMINAL:
-            unfinished = f"still {status} when the wait ended"
-            ET.SubElement(case, "error", message=unfinished, type="not_finished")
+        tests = job.get("tests") or []
+        cases += [_test_case(suite, job, test) for test in tests]
+        explained = job["status"] == "passed" or (job["status"] == "failed" and _failed_cases(job))
+        if not tests or not explained:
+            cases.append(_job_case(suite, job))
+    counts = {
+        "tests": str(len(cases)),
+        "failures": str(sum(case.find("failure") is not None for case in cases)),
+        "errors": str(sum(case.find("error") is not None for case in cases)),
+        "skipped": str(sum(case.find("skipped") is not None for case in cases)),
+        "time": f"{sum(float(case.get('time') or 0) for case in cases):.3f}",
+    }
+    for element in (root, suite):
+        for key, value in counts.items():
+            element.set(key, value)
     ET.indent(root)
     document: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
     return document + b"\n"
@@ -667,10 +806,16 @@ def _status_line(job: Json) -> str:
         details.append("flaky")
     if any(job.get(key) for key in PROFILE_KEYS):
         details.insert(1, profile_label(job))
-    line = f"{job['job_id']}  {job['status']}  {job['test_path']}  ({', '.join(details)})"
-    if job.get("unschedulable"):
-        line += f"\ncannot start: {job['unschedulable']}"
-    return line + (f"\nlast error: {job['last_error']}" if job.get("last_error") else "")
+    lines = [f"{job['job_id']}  {job['status']}  {job['test_path']}  ({', '.join(details)})"]
+    if job.get("last_error"):
+        lines.append(f"last error: {job['last_error']}")
+    if job.get("waiting"):
+        lines.append(f"waiting: {job['waiting']['message']}")
+    for case in job.get("tests") or []:
+        lines.append(
+            f"  {case['status']:<11} {_seconds(case.get('duration_s')):>7}  {_case_title(case)}"
+        )
+    return "\n".join(lines)
 
 
 def _cmd_status(args: argparse.Namespace, client: Client) -> int:
@@ -683,11 +828,43 @@ def _cmd_status(args: argparse.Namespace, client: Client) -> int:
 
 
 def _cmd_cancel(args: argparse.Namespace, client: Client) -> int:
-    job = client.post(_path("jobs", args.job_id, "cancel"))
-    if args.json:
-        _print_json(job)
+    if args.run_id:
+        run = client.post(_path("runs", args.run_id, "cancel"))
+        jobs: list[Json] = run["jobs"]
     else:
-        print(f"{job['job_id']}  {job['status']}")
+        run = None
+        jobs = [client.post(_path("jobs", args.job_id, "cancel"))]
+    if args.json:
+        _print_json(run if run is not None else jobs[0])
+    else:
+        for job in jobs:
+            print(f"{job['job_id']}  {job['status']}")
+    return EXIT_OK
+
+
+def _cmd_flaky(args: argparse.Namespace, client: Client) -> int:
+    query = {"org": args.org_id, "all": "true" if args.all else None, "limit": args.limit}
+    tests: list[Json] = client.get("/flaky", query)["tests"]
+    if args.json:
+        _print_json({"tests": tests})
+        return EXIT_OK
+    if not tests:
+        _note("no test has passed after failing" if not args.all else "no test results yet")
+        return EXIT_OK
+    rows = [
+        [
+            f"{float(test['flake_rate']):.0%}",
+            str(test["runs"]),
+            str(test["flaky_passes"]),
+            str(test["failures"]),
+            _seconds(test.get("median_duration_s")),
+            str(test.get("last_failure") or "-")[:19],
+            f"{test['test_file']} > {test['test_title']}",
+        ]
+        for test in tests
+    ]
+    header = ["FLAKE", "RUNS", "FLAKY", "FAILED", "MEDIAN", "LAST FAILURE", "TEST"]
+    print(_table(header, rows))
     return EXIT_OK
 
 
@@ -816,7 +993,21 @@ def _add_wait_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--junit",
         metavar="FILE",
-        help="write a JUnit XML report of the results to FILE",
+        help="write a JUnit XML report of the results to FILE (a testcase per test)",
+    )
+
+
+def _add_submit_wait_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--wait", action="store_true", help="wait for the jobs to finish and print their results"
+    )
+    _add_wait_options(parser)
+    parser.add_argument(
+        "--no-cancel-on-interrupt",
+        dest="cancel_on_interrupt",
+        action="store_false",
+        help="when interrupted while waiting (SIGINT, or SIGTERM as CI sends on cancel), "
+        "leave the jobs running; by default they are cancelled",
     )
 
 
@@ -924,10 +1115,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="submit even when an identical job is already queued or running",
     )
     submit.add_argument(
-        "--wait", action="store_true", help="wait for the jobs to finish and print their results"
+        "--supersede",
+        metavar="KEY",
+        help="cancel the unfinished jobs of this organisation's older runs submitted with "
+        "the same KEY (e.g. the branch), as a newer push supersedes an older one",
     )
-    _add_wait_options(submit)
+    _add_submit_wait_options(submit)
     submit.set_defaults(handler=_cmd_submit)
+
+    rerun = command(
+        "rerun",
+        "submit a run's jobs again, as a new run",
+        "Submit the jobs of a run again, with the same app version, target and options, "
+        "as a new run linked to the first (rerun_of). With --failed, only the jobs that "
+        "failed, errored or timed out.",
+    )
+    rerun.add_argument("--run-id", required=True, metavar="ID", help="the run to rerun")
+    rerun.add_argument(
+        "--failed", action="store_true", help="only the jobs that did not pass (not cancelled ones)"
+    )
+    _add_submit_wait_options(rerun)
+    rerun.set_defaults(handler=_cmd_rerun)
 
     status = command("status", "show a job's status", "Print a job's status line.")
     status.add_argument("--job-id", required=True, metavar="ID", help="the job to show")
@@ -961,11 +1169,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     cancel = command(
         "cancel",
-        "cancel a job",
-        "Cancel a job, even mid-run. A job that already finished is left as it is.",
+        "cancel a job, or every job of a run",
+        "Cancel a job, or every unfinished job of a run, even mid-run. A job that already "
+        "finished is left as it is.",
     )
-    cancel.add_argument("--job-id", required=True, metavar="ID", help="the job to cancel")
+    cancelled = cancel.add_mutually_exclusive_group(required=True)
+    cancelled.add_argument("--job-id", metavar="ID", help="the job to cancel")
+    cancelled.add_argument("--run-id", metavar="ID", help="the run whose jobs to cancel")
     cancel.set_defaults(handler=_cmd_cancel)
+
+    flaky = command(
+        "flaky",
+        "list tests that passed only after failing",
+        "List tests by flake rate: per test file and title, the runs (jobs that ran it), "
+        "passes, failures, flaky passes (passed after failing, on a retry), the median "
+        "duration and the last failure.",
+    )
+    flaky.add_argument("--org-id", metavar="ORG", help="only this organisation's tests")
+    flaky.add_argument("--all", action="store_true", help="every test, not only flaky ones")
+    flaky.add_argument("--limit", type=_int_in(1, 1000), metavar="N", help="at most N tests")
+    flaky.set_defaults(handler=_cmd_flaky)
 
     events = command(
         "events",
@@ -980,8 +1203,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check(args: argparse.Namespace) -> None:
     """Refuse option combinations argparse cannot express."""
-    if args.command == "submit" and not args.wait:
-        options = {"--timeout": args.timeout, "--junit": args.junit}
+    if args.command in ("submit", "rerun") and not args.wait:
+        options = {
+            "--timeout": args.timeout,
+            "--junit": args.junit,
+            "--no-cancel-on-interrupt": None if args.cancel_on_interrupt else True,
+        }
         given = [flag for flag, value in options.items() if value is not None]
         if given:
             verb = "applies" if len(given) == 1 else "apply"
@@ -993,6 +1220,23 @@ def _check(args: argparse.Namespace) -> None:
     split = urllib.parse.urlsplit(args.server)
     if split.scheme not in ("http", "https") or not split.netloc:
         raise CliError(f"the server URL must look like http://host:port, got {args.server!r}")
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (what CI sends a cancelled step) interrupts the command as Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -1007,7 +1251,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace, Client], int] = args.handler
     try:
         _check(args)
-        return handler(args, Client(args.server, args.token))
+        with _sigterm_interrupts():
+            return handler(args, Client(args.server, args.token))
     except CliError as error:
         print(f"qgjob: {error}", file=sys.stderr)
         return error.exit_code

@@ -23,7 +23,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from http_api import dashboard, jobs, ops
+from http_api import dashboard, flaky, jobs, ops, runs
 from http_api.errors import exception_handlers
 from http_api.metrics import RequestMetrics
 from http_api.services import Services, Settings
@@ -51,6 +51,9 @@ def routes() -> list[Route]:
         Route("/jobs/{job_id}/events", jobs.job_events, methods=["GET"]),
         Route("/jobs/{job_id}/cancel", jobs.cancel_job, methods=["POST"]),
         Route("/runs/{run_id}", jobs.get_run, methods=["GET"]),
+        Route("/runs/{run_id}/cancel", runs.cancel_run, methods=["POST"]),
+        Route("/runs/{run_id}/supersede", runs.supersede_runs, methods=["POST"]),
+        Route("/flaky", flaky.list_flaky, methods=["GET"]),
         Route("/groups", jobs.list_groups, methods=["GET"]),
         Route("/devices", jobs.list_devices, methods=["GET"]),
         Route("/healthz", ops.healthz, methods=["GET"]),

@@ -38,6 +38,7 @@ from ledger.store import read_stream
 
 __all__ = [
     "cancel_job",
+    "cancel_reason",
     "get_job",
     "get_run",
     "job_events",
@@ -45,13 +46,28 @@ __all__ = [
     "list_devices",
     "list_groups",
     "list_jobs",
+    "request_id",
     "submit_jobs",
 ]
 
 _MAX_REASON = 500
 
 
-def _request_id(request: Request) -> str | None:
+async def cancel_reason(request: Request, default: str) -> str:
+    """The ``reason`` of a cancel request's optional body, or *default*."""
+    body = await json_object(request, optional=True)
+    unknown = sorted(set(body) - {"reason"})
+    if unknown:
+        raise ApiError(400, "invalid_field", f"unknown field {unknown[0]!r}", field=unknown[0])
+    reason = body.get("reason", default)
+    if not isinstance(reason, str) or not 0 < len(reason) <= _MAX_REASON:
+        raise ApiError(
+            400, "invalid_field", f"reason must be 1 to {_MAX_REASON} characters", field="reason"
+        )
+    return reason
+
+
+def request_id(request: Request) -> str | None:
     return request.headers.get("x-request-id", "")[:200] or None
 
 
@@ -86,7 +102,7 @@ async def submit_jobs(request: Request) -> JSONResponse:
             grouping=app.grouping,
             actor=caller.actor,
             idempotency_key=key,
-            request_id=_request_id(request),
+            request_id=request_id(request),
         )
     return JSONResponse(result.document(), status_code=201 if result.created else 200)
 
@@ -176,15 +192,7 @@ async def cancel_job(request: Request) -> JSONResponse:
     caller = await app.auth.caller(request)
     job_id = path_uuid(request, "job_id")
     org_id = caller.org_for_read(request)
-    body = await json_object(request, optional=True)
-    unknown = sorted(set(body) - {"reason"})
-    if unknown:
-        raise ApiError(400, "invalid_field", f"unknown field {unknown[0]!r}", field=unknown[0])
-    reason = body.get("reason", "cancelled by user")
-    if not isinstance(reason, str) or not 0 < len(reason) <= _MAX_REASON:
-        raise ApiError(
-            400, "invalid_field", f"reason must be 1 to {_MAX_REASON} characters", field="reason"
-        )
+    reason = await cancel_reason(request, "cancelled by user")
     async with app.pool.connection() as conn:
         document, cancelled = await cancel(
             conn,
@@ -192,7 +200,7 @@ async def cancel_job(request: Request) -> JSONResponse:
             org_id=org_id,
             actor=caller.actor,
             reason=reason,
-            request_id=_request_id(request),
+            request_id=request_id(request),
         )
     if cancelled:
         app.notifier.poke()

@@ -98,6 +98,20 @@ _SUBMIT: Json = {
 }
 
 
+_REASON_BODY: Json = {
+    "required": False,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"reason": text(500, min_length=1)},
+            }
+        }
+    },
+}
+
+
 def _get_job(wait: Json) -> Json:
     return {
         "summary": "A job; with ?wait=N, held until it has ended or N seconds passed",
@@ -204,18 +218,7 @@ def _paths(max_wait_s: float) -> Json:
                 "summary": "Cancel a job; one that has already ended is returned unchanged",
                 "security": _AUTHED,
                 "parameters": [_path("job_id"), _ORG],
-                "requestBody": {
-                    "required": False,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "additionalProperties": False,
-                                "properties": {"reason": text(500, min_length=1)},
-                            }
-                        }
-                    },
-                },
+                "requestBody": _REASON_BODY,
                 "responses": {
                     "200": json_body(ref("Job"), "the job, cancelled or as it ended"),
                     **error_bodies(*_AUTHED_ERRORS, 404, 409, 413),
@@ -230,6 +233,68 @@ def _paths(max_wait_s: float) -> Json:
                 "responses": {
                     "200": json_body(ref("Run"), "the run"),
                     **error_bodies(*_AUTHED_ERRORS, 404),
+                },
+            }
+        },
+        "/runs/{run_id}/cancel": {
+            "post": {
+                "summary": "Cancel every job of a run that has not ended",
+                "security": _AUTHED,
+                "parameters": [_path("run_id"), _ORG],
+                "requestBody": _REASON_BODY,
+                "responses": {
+                    "200": json_body(ref("Run"), "the run, its unfinished jobs cancelled"),
+                    **error_bodies(*_AUTHED_ERRORS, 404, 409, 413),
+                },
+            }
+        },
+        "/runs/{run_id}/supersede": {
+            "post": {
+                "summary": "Cancel the unfinished jobs of the organisation's older runs that "
+                "share this run's supersede_key",
+                "security": _AUTHED,
+                "parameters": [_path("run_id"), _ORG],
+                "responses": {
+                    "200": json_body(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "run_id": {"type": "string", "format": "uuid"},
+                                "supersede_key": {"type": ["string", "null"]},
+                                "cancelled": {"type": "array", "items": ref("Job")},
+                            },
+                        },
+                        "the jobs this call cancelled",
+                    ),
+                    **error_bodies(*_AUTHED_ERRORS, 404, 409),
+                },
+            }
+        },
+        "/flaky": {
+            "get": {
+                "summary": "Tests that passed after failing, most flaky first (test_history); "
+                "?all=true lists every test",
+                "security": _AUTHED,
+                "parameters": [
+                    _ORG,
+                    _query("all", "every test, not only flaky ones", {"type": "boolean"}),
+                    _query(
+                        "limit",
+                        "how many",
+                        {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                    ),
+                ],
+                "responses": {
+                    "200": json_body(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "tests": {"type": "array", "items": ref("TestHistory")}
+                            },
+                        },
+                        "tests by flake rate",
+                    ),
+                    **error_bodies(*_AUTHED_ERRORS),
                 },
             }
         },

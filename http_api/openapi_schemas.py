@@ -5,15 +5,27 @@ from __future__ import annotations
 from typing import Any
 
 from http_api.inputs import MAX_TEXT, MAX_TIMEOUT_S
+from http_api.waiting import WAIT_REASONS
 from ledger.capabilities import DEVICE_PATTERN, OS_VERSION_PATTERN, Platform
 from ledger.decisions import JobStatus
-from ledger.events import NAME_PATTERN, Target
+from ledger.events import NAME_PATTERN, CaseStatus, Target
 
-__all__ = ["NAME", "SCHEMAS", "STATUSES", "Json", "error_bodies", "json_body", "ref", "text"]
+__all__ = [
+    "CASE_STATUSES",
+    "NAME",
+    "SCHEMAS",
+    "STATUSES",
+    "Json",
+    "error_bodies",
+    "json_body",
+    "ref",
+    "text",
+]
 
 Json = dict[str, Any]
 
 STATUSES = [status.value for status in JobStatus]
+CASE_STATUSES = [status.value for status in CaseStatus]
 _TARGETS = [target.value for target in Target]
 _PLATFORMS = [platform.value for platform in Platform]
 
@@ -96,6 +108,16 @@ _SUBMIT_FIELDS: Json = {
     "max_attempts": {"type": "integer", "minimum": 1, "maximum": 10, "default": 1},
     "timeout_s": _SECONDS,
     "queue_timeout_s": _SECONDS,
+    "supersede_key": {
+        "type": ["string", "null"],
+        "pattern": NAME_PATTERN,
+        "description": "a later run with this key may cancel this one (POST /runs/{id}/supersede)",
+    },
+    "rerun_of": {
+        "type": ["string", "null"],
+        "format": "uuid",
+        "description": "the run these jobs rerun",
+    },
     "force": {
         "type": "boolean",
         "default": False,
@@ -191,10 +213,64 @@ SCHEMAS: Json = {
             "tags": {"type": "array", "items": {"type": "string"}},
             "max_attempts": {"type": "integer"},
             "timeout_s": {"type": ["number", "null"]},
+            "supersede_key": {"type": ["string", "null"]},
+            "rerun_of": {"type": ["string", "null"], "format": "uuid"},
             "submitted_at": {"type": "string", "format": "date-time"},
             "started_at": {"type": ["string", "null"], "format": "date-time"},
             "finished_at": {"type": ["string", "null"], "format": "date-time"},
             "duration_s": {"type": ["number", "null"]},
+            "tests": {
+                "type": ["array", "null"],
+                "items": ref("TestCase"),
+                "description": "the test cases of the last finished attempt, when reported",
+            },
+            "waiting": {
+                "type": ["object", "null"],
+                "description": "GET /jobs/{id} only: what holds a queued job",
+                "properties": {
+                    "reason": {"type": "string", "enum": list(WAIT_REASONS)},
+                    "message": {"type": "string"},
+                    "until": {"type": "string", "format": "date-time"},
+                    "jobs_ahead": {"type": "integer"},
+                    "slots": {"type": "integer"},
+                    "org_max_slots": {"type": "integer"},
+                    "org_slots_used": {"type": "integer"},
+                },
+            },
+        },
+    },
+    "TestCase": {
+        "type": "object",
+        "properties": {
+            "file": {"type": "string"},
+            "title_path": {"type": "array", "items": {"type": "string"}},
+            "status": {"type": "string", "enum": CASE_STATUSES},
+            "line": {"type": ["integer", "null"]},
+            "duration_s": {"type": "number"},
+            "retry": {"type": "integer"},
+            "error": {
+                "type": ["object", "null"],
+                "properties": {
+                    "message": {"type": "string"},
+                    "file": {"type": "string"},
+                    "line": {"type": ["integer", "null"]},
+                },
+            },
+        },
+    },
+    "TestHistory": {
+        "type": "object",
+        "description": "a row of the test_history auditor view",
+        "properties": {
+            "test_file": {"type": "string"},
+            "test_title": {"type": "string"},
+            "runs": {"type": "integer"},
+            "passes": {"type": "integer"},
+            "failures": {"type": "integer"},
+            "flaky_passes": {"type": "integer"},
+            "flake_rate": {"type": "number"},
+            "last_failure": {"type": ["string", "null"], "format": "date-time"},
+            "median_duration_s": {"type": ["number", "null"]},
         },
     },
     "Suite": {
@@ -210,6 +286,7 @@ SCHEMAS: Json = {
         "type": "object",
         "properties": {
             "run_id": {"type": "string", "format": "uuid"},
+            "rerun_of": {"type": ["string", "null"], "format": "uuid"},
             "done": {"type": "boolean"},
             "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
             "jobs": {"type": "array", "items": ref("Job")},

@@ -45,12 +45,6 @@ from submit_jobs_v2(
     events => %(events)s
 );
 
--- name: unschedulable
--- migrations/040_open_jobs.sql
-select o.job_id, unschedulable_v1(o)
-from open_jobs o
-where o.job_id = any(%(job_ids)s::uuid[]) and o.device_id is null;
-
 -- name: submission_by_key
 select request_hash, run_id, job_ids
 from api_submissions
@@ -63,7 +57,8 @@ select org_id, job_ids from api_submissions where run_id = %(run_id)s;
 select job_id, org_id, app_version_id, test_path, target, platform, device, os_version,
        priority, status, run_id, group_id,
        device_id, attempts, flaky, failure_kind, last_error, build, repo, commit, tags,
-       max_attempts, timeout_s, submitted_at, started_at, finished_at, duration_s
+       max_attempts, timeout_s, supersede_key, rerun_of, submitted_at, started_at, finished_at,
+       duration_s, tests
 from jobs
 where job_id = %(job_id)s and (%(org_id)s::text is null or org_id = %(org_id)s);
 
@@ -71,7 +66,8 @@ where job_id = %(job_id)s and (%(org_id)s::text is null or org_id = %(org_id)s);
 select job_id, org_id, app_version_id, test_path, target, platform, device, os_version,
        priority, status, run_id, group_id,
        device_id, attempts, flaky, failure_kind, last_error, build, repo, commit, tags,
-       max_attempts, timeout_s, submitted_at, started_at, finished_at, duration_s
+       max_attempts, timeout_s, supersede_key, rerun_of, submitted_at, started_at, finished_at,
+       duration_s, tests
 from jobs
 where job_id = any(%(job_ids)s::uuid[]);
 
@@ -79,7 +75,8 @@ where job_id = any(%(job_ids)s::uuid[]);
 select job_id, org_id, app_version_id, test_path, target, platform, device, os_version,
        priority, status, run_id, group_id,
        device_id, attempts, flaky, failure_kind, last_error, build, repo, commit, tags,
-       max_attempts, timeout_s, submitted_at, started_at, finished_at, duration_s
+       max_attempts, timeout_s, supersede_key, rerun_of, submitted_at, started_at, finished_at,
+       duration_s, tests
 from jobs
 where run_id = %(run_id)s and (%(org_id)s::text is null or org_id = %(org_id)s)
 order by submitted_at, job_id;
@@ -89,7 +86,8 @@ order by submitted_at, job_id;
 select job_id, org_id, app_version_id, test_path, target, platform, device, os_version,
        priority, status, run_id, group_id,
        device_id, attempts, flaky, failure_kind, last_error, build, repo, commit, tags,
-       max_attempts, timeout_s, submitted_at, started_at, finished_at, duration_s
+       max_attempts, timeout_s, supersede_key, rerun_of, submitted_at, started_at, finished_at,
+       duration_s, tests
 from jobs
 where (%(org_id)s::text is null or org_id = %(org_id)s)
   and (%(status)s::text is null or status = %(status)s)
@@ -102,7 +100,7 @@ limit %(limit)s;
 
 -- name: groups
 select group_id, org_id, strategy, group_key, app_version_id, target, created_at, queued,
-       assigned, running, passed, failed, cancelled, timed_out, installs, updated_at
+       assigned, running, passed, failed, errored, cancelled, timed_out, installs, updated_at
 from groups
 where (%(org_id)s::text is null or org_id = %(org_id)s)
 order by updated_at desc, group_id
@@ -163,7 +161,7 @@ where %(org_id)s::text is null or org_id = %(org_id)s;
 select target, status, width_bucket(duration_s, %(bounds)s::float8[]) as bucket,
        count(*)::bigint as jobs, sum(duration_s) as total_s
 from jobs
-where duration_s is not null and status in ('passed', 'failed', 'timed_out')
+where duration_s is not null and status in ('passed', 'failed', 'error', 'timed_out')
   and (%(org_id)s::text is null or org_id = %(org_id)s)
 group by target, status, bucket;
 
@@ -182,3 +180,55 @@ group by target;
 -- name: projector_lag
 -- One row per projector: name, events behind, seconds behind, whether one is running.
 select name, events_behind, seconds_behind, running from projector_lag order by name;
+
+-- name: superseded_jobs
+-- The unfinished jobs of the organisation's runs other than this one with the same
+-- supersede key, submitted before it (index jobs_by_supersede_key).
+select job_id, org_id, status, run_id
+from jobs
+where org_id = %(org_id)s
+  and supersede_key = %(supersede_key)s
+  and run_id is distinct from %(run_id)s
+  and submitted_at < %(before)s
+  and status in ('submitted', 'grouped', 'retrying', 'assigned', 'running')
+order by submitted_at, job_id;
+
+-- name: test_history
+-- The auditor view test_history (migrations/080), flaky tests only unless asked for all.
+select org_id, test_file, test_title, runs, passes, failures, flaky_passes, flake_rate,
+       last_failure, median_duration_s
+from test_history
+where (%(org_id)s::text is null or org_id = %(org_id)s)
+  and (not %(flaky_only)s or flaky_passes > 0)
+order by flake_rate desc, runs desc, test_file, test_title
+limit %(limit)s;
+
+-- name: job_waits
+-- What holds each of these waiting jobs (http_api/waiting.py), from open_jobs and the
+-- runner's live state (migrations/040_open_jobs.sql): its retry backoff; why no live
+-- slot can serve it, if none can; how many live slots can, and how many of those hold
+-- jobs now; how many jobs a slot of its target would take before it (the queue view);
+-- its organisation's slot limit and use.
+select o.job_id,
+       o.target,
+       o.not_before,
+       o.not_before is not null and o.not_before > now() as backing_off,
+       unschedulable_v1(o) as unschedulable,
+       (select count(*)
+        from agent_slots s join agent_leases l on l.agent_id = s.agent_id
+        where l.expires_at > now() and s.target = o.target
+          and slot_serves_v1(s.platform, s.device, s.os_version,
+                             o.platform, o.device, o.os_version))::integer as slots,
+       (select count(distinct h.device_id)
+        from open_jobs h join agent_slots s on s.device_id = h.device_id
+        where s.target = o.target
+          and slot_serves_v1(s.platform, s.device, s.os_version,
+                             o.platform, o.device, o.os_version))::integer as busy_slots,
+       (select q.claim_rank - 1 from queue q where q.job_id = o.job_id)::integer as jobs_ahead,
+       lim.max_slots as org_max_slots,
+       (select count(distinct h.device_id) from open_jobs h
+        where h.org_id = o.org_id and h.device_id is not null)::integer as org_slots_used
+from open_jobs o
+left join org_limits lim on lim.org_id = o.org_id
+where o.job_id = any(%(job_ids)s::uuid[]) and o.device_id is null;
+

@@ -18,11 +18,22 @@ import psycopg
 from psycopg.rows import dict_row
 
 from http_api.views import Json, job_from_history, job_from_row, jsonable
+from http_api.waiting import wait_reason
 from ledger.decisions import JobStatus
 from ledger.sqlfile import load_queries
 from ledger.store import read_stream
 
-__all__ = ["JobFilter", "devices", "groups", "job", "jobs", "jobs_page", "run"]
+__all__ = [
+    "JobFilter",
+    "devices",
+    "groups",
+    "job",
+    "jobs",
+    "jobs_page",
+    "run",
+    "superseded_jobs",
+    "test_history",
+]
 
 _QUERIES = load_queries(Path(__file__).with_name("queries.sql"))
 _WAITING = frozenset({JobStatus.SUBMITTED, JobStatus.GROUPED, JobStatus.RETRYING})
@@ -45,11 +56,12 @@ async def _from_stream(conn: Conn, job_id: UUID, org_id: str | None) -> Json | N
 
 
 async def job(conn: Conn, job_id: UUID, org_id: str | None) -> Json | None:
-    """The job, if it exists and belongs to *org_id* (any org when None)."""
+    """The job, if it exists and belongs to *org_id* (any org when None); a job that
+    waits for a device says what holds it (``waiting``)."""
     rows = await _rows(conn, _QUERIES["job"], {"job_id": job_id, "org_id": org_id})
     document = job_from_row(rows[0]) if rows else await _from_stream(conn, job_id, org_id)
     if document is not None:
-        await _add_unschedulable(conn, [document])
+        await _add_waiting(conn, [document])
     return document
 
 
@@ -62,18 +74,17 @@ async def jobs(conn: Conn, job_ids: Sequence[UUID], org_id: str | None) -> list[
         document = found.get(job_id) or await _from_stream(conn, job_id, None)
         if document is not None and (org_id is None or document["org_id"] == org_id):
             result.append(document)
-    await _add_unschedulable(conn, result)
+    await _add_waiting(conn, result)
     return result
 
 
-async def _add_unschedulable(conn: Conn, documents: list[Json]) -> None:
-    """Say, in each waiting job's document, why no live slot can take it (None: one can)."""
+async def _add_waiting(conn: Conn, documents: list[Json]) -> None:
+    """Say, in each waiting job's document, what holds it (http_api/waiting.py)."""
     waiting = {doc["job_id"]: doc for doc in documents if doc["status"] in _WAITING}
     if not waiting:
         return
-    cursor = await conn.execute(_QUERIES["unschedulable"], {"job_ids": list(waiting)})
-    for job_id, reason in await cursor.fetchall():
-        waiting[str(job_id)]["unschedulable"] = reason
+    for row in await _rows(conn, _QUERIES["job_waits"], {"job_ids": list(waiting)}):
+        waiting[str(row["job_id"])]["waiting"] = wait_reason(row)
 
 
 async def run(conn: Conn, run_id: UUID, org_id: str | None) -> list[Json] | None:
@@ -124,4 +135,21 @@ async def groups(conn: Conn, org_id: str | None, limit: int) -> list[Json]:
 
 async def devices(conn: Conn, org_id: str | None) -> list[Json]:
     rows = await _rows(conn, _QUERIES["devices"], {"org_id": org_id})
+    return [jsonable(row) for row in rows]
+
+
+async def superseded_jobs(
+    conn: Conn, org_id: str, supersede_key: str, run_id: UUID, before: dt.datetime
+) -> list[Json]:
+    """The unfinished jobs of *org_id*'s other runs with this key, submitted before *before*."""
+    params = {"org_id": org_id, "supersede_key": supersede_key, "run_id": run_id, "before": before}
+    rows = await _rows(conn, _QUERIES["superseded_jobs"], params)
+    return [jsonable(row) for row in rows]
+
+
+async def test_history(
+    conn: Conn, org_id: str | None, *, flaky_only: bool, limit: int
+) -> list[Json]:
+    params = {"org_id": org_id, "flaky_only": flaky_only, "limit": limit}
+    rows = await _rows(conn, _QUERIES["test_history"], params)
     return [jsonable(row) for row in rows]

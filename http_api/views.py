@@ -16,6 +16,8 @@ from uuid import UUID
 from ledger.codec import converter, encode
 from ledger.decisions import TERMINAL, JobStatus, fold
 from ledger.events import (
+    CaseResult,
+    CaseStatus,
     Event,
     FailureKind,
     JobCancelled,
@@ -60,7 +62,8 @@ def jsonable(value: Any) -> Any:
 def job_from_row(row: Mapping[str, Any]) -> Json:
     job: Json = jsonable(row)
     job["flaky"] = bool(job["flaky"])
-    job["unschedulable"] = None
+    # Filled in for jobs that wait for a device by http_api/reads.py.
+    job["waiting"] = None
     return job
 
 
@@ -95,21 +98,26 @@ def job_from_history(job_id: UUID, history: Sequence[tuple[Event, dt.datetime]])
         "tags": list(submitted.tags),
         "max_attempts": submitted.max_attempts,
         "timeout_s": submitted.timeout_s,
+        "supersede_key": submitted.supersede_key,
+        "rerun_of": submitted.rerun_of,
         "submitted_at": submitted_at,
         "started_at": None,
         "finished_at": None,
         "duration_s": None,
-        "unschedulable": None,
+        "tests": None,
+        "waiting": None,
     }
     failed_test = False
     for event, at in history[1:]:
         match event:
             case JobStarted():
                 job["started_at"] = at
-            case JobPassed(duration_s=duration):
-                job["duration_s"] = duration
-            case JobFailed(kind=kind, reason=reason, duration_s=duration):
+            case JobPassed(duration_s=duration, tests=tests):
+                job.update(duration_s=duration, tests=_cases(tests))
+                failed_test = failed_test or any(c.status is CaseStatus.FLAKY for c in tests)
+            case JobFailed(kind=kind, reason=reason, duration_s=duration, tests=tests):
                 job.update(failure_kind=kind.value, last_error=reason, duration_s=duration)
+                job["tests"] = _cases(tests)
                 failed_test = failed_test or kind is FailureKind.TEST
             case JobCancelled(reason=reason) | JobTimedOut(reason=reason):
                 job["last_error"] = reason
@@ -121,12 +129,18 @@ def job_from_history(job_id: UUID, history: Sequence[tuple[Event, dt.datetime]])
     return result
 
 
+def _cases(tests: tuple[CaseResult, ...]) -> list[Json] | None:
+    # As the projection's tests column holds them: None when none were reported.
+    return converter.unstructure(tests) if tests else None
+
+
 def run_document(run_id: UUID, jobs: Sequence[Json]) -> Json:
     counts: dict[str, int] = {}
     for job in jobs:
         counts[job["status"]] = counts.get(job["status"], 0) + 1
     return {
         "run_id": str(run_id),
+        "rerun_of": next((job["rerun_of"] for job in jobs if job.get("rerun_of")), None),
         "done": bool(jobs) and all(job["status"] in TERMINAL for job in jobs),
         "counts": counts,
         "jobs": list(jobs),

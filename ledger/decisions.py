@@ -17,6 +17,7 @@ import attrs
 from ledger.errors import TransitionRefused
 from ledger.events import (
     Event,
+    FailureKind,
     JobAssigned,
     JobCancelled,
     JobFailed,
@@ -44,12 +45,23 @@ class JobStatus(enum.StrEnum):
     #: An attempt failed for a reason worth another try; waiting to be claimed again.
     RETRYING = "retrying"
     PASSED = "passed"
+    #: The tests ran and one failed (after every retry it was allowed).
     FAILED = "failed"
+    #: The infrastructure (device, build, executor, agent) failed, and no retry follows.
+    ERROR = "error"
     CANCELLED = "cancelled"
     TIMED_OUT = "timed_out"
 
 
-TERMINAL = frozenset({JobStatus.PASSED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.TIMED_OUT})
+TERMINAL = frozenset(
+    {
+        JobStatus.PASSED,
+        JobStatus.FAILED,
+        JobStatus.ERROR,
+        JobStatus.CANCELLED,
+        JobStatus.TIMED_OUT,
+    }
+)
 _QUEUED = frozenset({JobStatus.SUBMITTED, JobStatus.GROUPED, JobStatus.RETRYING})
 _ON_DEVICE = frozenset({JobStatus.ASSIGNED, JobStatus.RUNNING})
 
@@ -84,11 +96,12 @@ class JobState:
                 return attrs.evolve(state, status=JobStatus.RUNNING)
             case JobPassed():
                 return attrs.evolve(state, status=JobStatus.PASSED)
-            case JobFailed(attempt=attempt):
-                return attrs.evolve(state, status=JobStatus.FAILED, retryable_attempt=attempt)
+            case JobFailed(attempt=attempt, kind=kind):
+                status = JobStatus.ERROR if kind is FailureKind.INFRASTRUCTURE else JobStatus.FAILED
+                return attrs.evolve(state, status=status, retryable_attempt=attempt)
             case JobLeaseExpired(attempt=attempt):
-                # The attempt is void; a retry or a final failure must follow.
-                return attrs.evolve(state, status=JobStatus.FAILED, retryable_attempt=attempt)
+                # The attempt is void; a retry or a final error must follow.
+                return attrs.evolve(state, status=JobStatus.ERROR, retryable_attempt=attempt)
             case JobRetryScheduled():
                 return attrs.evolve(state, status=JobStatus.RETRYING, device_id=None)
             case JobCancelled():

@@ -22,12 +22,16 @@ __all__ = [
     "ALL_EVENT_TYPES",
     "DEVICE_EVENTS",
     "JOB_EVENTS",
+    "MAX_CASES",
     "NAME_PATTERN",
     "PRIORITY_DEFAULT",
     "PRIORITY_MAX",
     "PRIORITY_MIN",
     "AppInstalled",
     "BuildUploaded",
+    "CaseError",
+    "CaseResult",
+    "CaseStatus",
     "DeviceHeartbeat",
     "DeviceRegistered",
     "DeviceRetired",
@@ -69,6 +73,19 @@ class FailureKind(enum.StrEnum):
     INFRASTRUCTURE = "infrastructure"
 
 
+class CaseStatus(enum.StrEnum):
+    """How one test case of a spec file ended within an attempt."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    #: Failed, then passed on one of the test runner's own retries.
+    FLAKY = "flaky"
+    #: Skipped on purpose, or never reached because the run was cut short.
+    SKIPPED = "skipped"
+    #: Running when the run was cut short (a timeout), so it has no verdict.
+    INTERRUPTED = "interrupted"
+
+
 class TimeoutKind(enum.StrEnum):
     #: The job waited in the queue longer than it allowed.
     QUEUE = "queue"
@@ -106,6 +123,47 @@ class Metadata:
     causation_id: str | None = None
     #: The HTTP request id, when the event came in through the API.
     request_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class CaseError:
+    """Why a test case failed, and where."""
+
+    #: The failure's first lines, without terminal colours.
+    message: str = field(validator=_text)
+    #: The file the failure points at, relative to the test project; the test's own file
+    #: when the report gives no location.
+    file: str = field(validator=validators.max_len(1024))
+    line: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class CaseResult:
+    """One test case (one ``test()``) of an attempt, as the test report gives it."""
+
+    #: The spec file, relative to the test project, as the job's test_path is.
+    file: str = field(validator=validators.max_len(1024))
+    #: The describe blocks' titles, outermost first, then the test's own title.
+    title_path: tuple[str, ...] = field(
+        validator=validators.and_(validators.min_len(1), validators.max_len(32))
+    )
+    status: CaseStatus
+    #: The line the test is declared on.
+    line: int | None = None
+    #: Of all its tries within the attempt.
+    duration_s: float = 0.0
+    #: The test runner's own retries used within the attempt (0: it ended on its first try).
+    retry: int = field(default=0, validator=validators.ge(0))
+    #: The last failure of a failed or flaky test.
+    error: CaseError | None = None
+
+    @property
+    def title(self) -> str:
+        return " > ".join(self.title_path)
+
+
+#: At most this many test cases are kept per attempt.
+MAX_CASES = 2000
 
 
 # ---- job stream ------------------------------------------------------------------------
@@ -149,9 +207,12 @@ class JobSubmitted:
     #: Run timeout in seconds; the runner's default when absent.
     timeout_s: float | None = field(default=None, validator=validators.optional(_positive))
     #: How long the job may wait to start before it times out; no limit when absent.
-    queue_timeout_s: float | None = field(
-        default=None, validator=validators.optional(_positive)
-    )
+    queue_timeout_s: float | None = field(default=None, validator=validators.optional(_positive))
+    #: A newer run with the same key may cancel this job's run while it is unfinished,
+    #: as a newer push to a branch supersedes the older one's tests.
+    supersede_key: str | None = field(default=None, validator=validators.optional(_name))
+    #: The run this job's run reruns (e.g. only its failed jobs).
+    rerun_of: UUID | None = None
 
     @property
     def profile(self) -> DeviceProfile:
@@ -190,6 +251,8 @@ class JobPassed:
     duration_s: float
     #: The end of the test's output.
     output: str = ""
+    #: Each test case of the spec, when the executor's report lists them.
+    tests: tuple[CaseResult, ...] = field(default=(), validator=validators.max_len(MAX_CASES))
 
 
 @attrs.frozen(kw_only=True)
@@ -201,6 +264,8 @@ class JobFailed:
     reason: str
     duration_s: float | None = None
     output: str = ""
+    #: Each test case of the spec, when the executor's report lists them.
+    tests: tuple[CaseResult, ...] = field(default=(), validator=validators.max_len(MAX_CASES))
 
 
 @attrs.frozen(kw_only=True)

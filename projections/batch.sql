@@ -18,9 +18,10 @@ where name = %(name)s;
 
 -- name: load_jobs
 select job_id, version, org_id, app_version_id, test_path, target, platform, device,
-       os_version, priority, build, repo, commit, tags, run_id, max_attempts, timeout_s, queue_timeout_s, status, group_id,
-       device_id, agent_id, attempts, flaky, failure_kind, last_error, output, not_before,
-       submitted_at, grouped_at, assigned_at, started_at, finished_at, duration_s, updated_at
+       os_version, priority, build, repo, commit, tags, run_id, max_attempts, timeout_s,
+       queue_timeout_s, supersede_key, rerun_of, status, group_id, device_id, agent_id,
+       attempts, flaky, failure_kind, last_error, output, tests, not_before, submitted_at,
+       grouped_at, assigned_at, started_at, finished_at, duration_s, updated_at
 from jobs
 where job_id = any(%(job_ids)b::uuid[]);
 

@@ -12,7 +12,16 @@ from ledger.decisions import JobStatus
 __all__ = ["BUCKET", "GROUP_COUNTERS", "GroupChange", "NewGroup", "QueueKey"]
 
 #: The per-status columns of ``groups``; a job counts in one of them once grouped.
-GROUP_COUNTERS = ("queued", "assigned", "running", "passed", "failed", "cancelled", "timed_out")
+GROUP_COUNTERS = (
+    "queued",
+    "assigned",
+    "running",
+    "passed",
+    "failed",
+    "errored",
+    "cancelled",
+    "timed_out",
+)
 #: The column of ``groups`` a job in each status counts in; None before it is grouped.
 BUCKET: dict[str, str | None] = {
     JobStatus.SUBMITTED: None,
@@ -22,6 +31,7 @@ BUCKET: dict[str, str | None] = {
     JobStatus.RUNNING: "running",
     JobStatus.PASSED: "passed",
     JobStatus.FAILED: "failed",
+    JobStatus.ERROR: "errored",
     JobStatus.CANCELLED: "cancelled",
     JobStatus.TIMED_OUT: "timed_out",
 }

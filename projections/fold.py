@@ -13,14 +13,18 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import Counter
+from typing import Any
 from uuid import UUID
 
+from ledger.codec import converter
 from ledger.decisions import JobStatus
 from ledger.events import (
     DEVICE_EVENTS,
     JOB_EVENTS,
     AppInstalled,
     BuildUploaded,
+    CaseResult,
+    CaseStatus,
     DeviceHeartbeat,
     DeviceRegistered,
     DeviceRetired,
@@ -54,9 +58,10 @@ _SUBMITTED, _GROUPED, _ASSIGNED, _RUNNING, _RETRYING = (
     JobStatus.RUNNING.value,
     JobStatus.RETRYING.value,
 )
-_PASSED, _FAILED, _CANCELLED, _TIMED_OUT = (
+_PASSED, _FAILED, _ERROR, _CANCELLED, _TIMED_OUT = (
     JobStatus.PASSED.value,
     JobStatus.FAILED.value,
+    JobStatus.ERROR.value,
     JobStatus.CANCELLED.value,
     JobStatus.TIMED_OUT.value,
 )
@@ -150,17 +155,21 @@ class Fold:
             case JobStarted():
                 row.status, row.started_at = _RUNNING, at
                 self._device_seen(row.device_id, at)
-            case JobPassed(duration_s=duration, output=output):
+            case JobPassed(duration_s=duration, output=output, tests=tests):
                 self._finished(row, _PASSED, at, duration)
-                row.output = output
-                row.flaky = row.failure_kind is not None
-            case JobFailed(kind=kind, reason=reason, duration_s=duration, output=output):
-                self._finished(row, _FAILED, at, duration)
+                row.output, row.tests = output, _cases(tests)
+                row.flaky = row.failure_kind is not None or any(
+                    case.status is CaseStatus.FLAKY for case in tests
+                )
+            case JobFailed(kind=kind, reason=reason, duration_s=duration, output=output, tests=t):
+                status = _ERROR if kind is FailureKind.INFRASTRUCTURE else _FAILED
+                self._finished(row, status, at, duration)
                 row.failure_kind, row.last_error, row.output = kind.value, reason, output
+                row.tests = _cases(t)
             case JobLeaseExpired(agent_id=agent_id):
                 if (device := self._device_seen(row.device_id, at)) is not None:
                     device.lease_expiries += 1
-                row.status, row.finished_at = _FAILED, at
+                row.status, row.finished_at = _ERROR, at
                 row.failure_kind = _INFRASTRUCTURE
                 row.last_error = f"lease expired: agent {agent_id} stopped renewing it"
             case JobRetryScheduled(not_before=not_before):
@@ -295,6 +304,11 @@ def _settle(device: DeviceRow) -> None:
         device.state = "busy" if device.active_jobs > 0 else "idle"
 
 
+def _cases(tests: tuple[CaseResult, ...]) -> list[dict[str, Any]] | None:
+    """The ``tests`` column: None when the executor reported no test cases."""
+    return converter.unstructure(tests) if tests else None
+
+
 def _submitted(job_id: UUID, job: JobSubmitted, at: dt.datetime) -> JobRow:
     return JobRow(
         job_id=job_id,
@@ -315,6 +329,8 @@ def _submitted(job_id: UUID, job: JobSubmitted, at: dt.datetime) -> JobRow:
         max_attempts=job.max_attempts,
         timeout_s=job.timeout_s,
         queue_timeout_s=job.queue_timeout_s,
+        supersede_key=job.supersede_key,
+        rerun_of=job.rerun_of,
         status=_SUBMITTED,
         submitted_at=at,
         updated_at=at,

@@ -8,6 +8,7 @@ statement per table. Field names are column names.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 from uuid import UUID
 
 import attrs
@@ -39,6 +40,8 @@ class JobRow:
     max_attempts: int
     timeout_s: float | None
     queue_timeout_s: float | None
+    supersede_key: str | None
+    rerun_of: UUID | None
     #: A ledger.decisions.JobStatus value.
     status: str
     group_id: UUID | None = None
@@ -55,6 +58,8 @@ class JobRow:
     last_error: str | None = None
     #: The end of the last finished attempt's output.
     output: str | None = None
+    #: The test cases of the last finished attempt (CaseResult as JSON), when reported.
+    tests: list[dict[str, Any]] | None = None
     #: A retrying job is not claimed before this.
     not_before: dt.datetime | None = None
     submitted_at: dt.datetime

@@ -29,6 +29,7 @@ _UPDATED_JOB_COLUMNS = (
     "failure_kind",
     "last_error",
     "output",
+    "tests",
     "not_before",
     "grouped_at",
     "assigned_at",

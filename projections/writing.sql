@@ -2,17 +2,17 @@
 -- Rows come in as one JSON array of objects keyed by column name: one parameter for any
 -- number of rows, and far cheaper to build in Python than one array per column.
 insert into jobs (
-    job_id, version, org_id, app_version_id, test_path, target, platform, device, os_version,
-    priority, build, repo, commit, tags, run_id, max_attempts, timeout_s, queue_timeout_s,
-    status, group_id, device_id, agent_id, attempts, flaky, failure_kind, last_error, output,
-    not_before, submitted_at, grouped_at, assigned_at, started_at, finished_at, duration_s,
-    updated_at
+    job_id, version, org_id, app_version_id, test_path, target, platform, device,
+    os_version, priority, build, repo, commit, tags, run_id, max_attempts, timeout_s,
+    queue_timeout_s, supersede_key, rerun_of, status, group_id, device_id, agent_id,
+    attempts, flaky, failure_kind, last_error, output, tests, not_before, submitted_at,
+    grouped_at, assigned_at, started_at, finished_at, duration_s, updated_at
 )
 select job_id, version, org_id, app_version_id, test_path, target, platform, device,
        os_version, priority, build, repo, commit, tags, run_id, max_attempts, timeout_s,
-       queue_timeout_s, status, group_id, device_id, agent_id, attempts, flaky, failure_kind,
-       last_error, output, not_before, submitted_at, grouped_at, assigned_at, started_at,
-       finished_at, duration_s, updated_at
+       queue_timeout_s, supersede_key, rerun_of, status, group_id, device_id, agent_id,
+       attempts, flaky, failure_kind, last_error, output, tests, not_before, submitted_at,
+       grouped_at, assigned_at, started_at, finished_at, duration_s, updated_at
 from json_populate_recordset(null::jobs, %(rows)s::json);
 
 -- name: update_jobs
@@ -28,6 +28,7 @@ update jobs set
     failure_kind = j.failure_kind,
     last_error = j.last_error,
     output = j.output,
+    tests = j.tests,
     not_before = j.not_before,
     grouped_at = j.grouped_at,
     assigned_at = j.assigned_at,
@@ -87,6 +88,7 @@ update groups set
     running = groups.running + d.running,
     passed = groups.passed + d.passed,
     failed = groups.failed + d.failed,
+    errored = groups.errored + d.errored,
     cancelled = groups.cancelled + d.cancelled,
     timed_out = groups.timed_out + d.timed_out,
     installs = groups.installs + d.installs,

@@ -8,7 +8,9 @@ lapsed agents' jobs, time out overdue queued jobs).
 
 Each process takes a fresh agent id (``name:random``), so a restarted agent never
 mistakes its previous life's lease for its own; it declares earlier processes of its
-name dead and rescues their jobs right away.
+name dead and rescues their jobs right away. A process whose lease lapsed takes a
+fresh id the same way and carries on: whatever it still held was handed on, and its
+late results for it lose.
 """
 
 from __future__ import annotations
@@ -46,12 +48,13 @@ __all__ = ["Agent", "run_agent"]
 _log = logging.getLogger(__name__)
 #: How long the agent gathers what it appends before it notifies the projector.
 _NOTIFY_AFTER_S = 0.05
+_RECONNECT_DELAY_S = 1.0
 
 
 async def run_agent(url: str, config: AgentConfig, stop: asyncio.Event) -> None:
     """Run an agent until *stop* is set, then drain it and return.
 
-    Raises LeaseLost if the agent lost its lease (its jobs went to other agents).
+    Raises LeaseLost if a newer process of the agent's name took over.
     """
     await Agent(url, config).run(stop)
 
@@ -60,15 +63,52 @@ class Agent:
     def __init__(self, url: str, config: AgentConfig) -> None:
         self.url = url
         self.config = config
-        self.agent_id = f"{config.name}:{uuid.uuid4().hex[:8]}"
-        self.actor = runner_actor(self.agent_id)
+        self.agent_id = self._new_id()
         self.slots: list[Slot] = []
         self._targets = frozenset(spec.target for spec in config.slots)
         self._lease_lost = asyncio.Event()
-        self._wakeups = WakeUps()
+        self._wakeups = WakeUps((spec.target, spec.kind) for spec in config.slots)
         self._rng = random.Random()
 
+    @property
+    def actor(self) -> str:
+        return runner_actor(self.agent_id)
+
+    def _new_id(self) -> str:
+        return f"{self.config.name}:{uuid.uuid4().hex[:8]}"
+
     async def run(self, stop: asyncio.Event) -> None:
+        """Serve under a lease until *stop*. A lease that lapsed (the agent was cut off
+        from the database, or starved of CPU) ends one life: its work is handed back or
+        already handed on, and the agent registers again under a new id. A newer process
+        of its name ends it for good (LeaseLost)."""
+        while True:
+            try:
+                await self._live(stop)
+                return
+            except LeaseLost:
+                if stop.is_set() or await self._superseded():
+                    raise
+            except psycopg.OperationalError as error:
+                if stop.is_set():
+                    return
+                _log.warning("agent %s cannot reach the database (%s)", self.agent_id, error)
+                await asyncio.sleep(_RECONNECT_DELAY_S)
+            previous, self.agent_id = self.agent_id, self._new_id()
+            self._lease_lost.clear()
+            _log.warning(
+                "agent %s lost its lease; registering again as %s", previous, self.agent_id
+            )
+
+    async def _superseded(self) -> bool:
+        """Whether another live process of this agent's name holds a lease."""
+        params = {"agent_id": self.agent_id, "name": self.config.name}
+        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+            row = await (await conn.execute(QUERIES["other_live_lease"], params)).fetchone()
+        return bool(row and row[0])
+
+    async def _live(self, stop: asyncio.Event) -> None:
+        """One life: a lease, the slots registered under it, until *stop* or its loss."""
         config = self.config
         executor = make_executor(config)
         async with contextlib.AsyncExitStack() as stack:
@@ -196,12 +236,12 @@ class Agent:
         while True:
             await asyncio.sleep(self.config.poll_interval_s * self._rng.uniform(0.5, 1.5))
             for target in self._targets:
-                self._wakeups.wake_one(target)
+                self._wakeups.wake_target(target)
 
     async def _renew(self, conn: psycopg.AsyncConnection[Any]) -> None:
         params = {"agent_id": self.agent_id, "ttl_s": self.config.lease_ttl_s}
         if await (await conn.execute(QUERIES["renew_lease"], params)).fetchone() is None:
-            _log.error("agent %s: lease lapsed; stopping its work", self.agent_id)
+            _log.error("agent %s: lease lapsed; handing back its work", self.agent_id)
             self._lease_lost.set()
 
     async def _maintain(self, conn: psycopg.AsyncConnection[Any]) -> None:
@@ -227,7 +267,7 @@ class Agent:
         """Work may wait for *target* (None: the listener reconnected, and may have missed
         notifications for any target)."""
         for woken in self._targets if target is None else self._targets & {target}:
-            self._wakeups.wake_one(woken)
+            self._wakeups.wake_target(woken)
 
     def _jobs_lost(self, job_ids: Sequence[UUID]) -> None:
         for slot in self.slots:

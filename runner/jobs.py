@@ -96,7 +96,10 @@ def outcome_events(
     match outcome.status:
         case "passed":
             passed = JobPassed(
-                attempt=attempt, duration_s=outcome.duration_s, output=outcome.output
+                attempt=attempt,
+                duration_s=outcome.duration_s,
+                output=outcome.output,
+                tests=outcome.tests,
             )
             return [passed]
         case "timed_out":
@@ -114,6 +117,7 @@ def outcome_events(
             reason=outcome.message,
             duration_s=outcome.duration_s,
             output=outcome.output,
+            tests=outcome.tests,
         )
     ]
     if counted_attempts < limit:

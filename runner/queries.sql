@@ -119,6 +119,13 @@ values (%(agent_id)s, %(name)s, %(host)s, %(pid)s, now() + make_interval(secs =>
 update agent_leases set expires_at = now()
 where name = %(name)s and agent_id <> %(agent_id)s and expires_at > now();
 
+-- name: other_live_lease
+-- Whether a newer process of the agent's name runs: then this one must not come back.
+select exists (
+    select 1 from agent_leases
+    where name = %(name)s and agent_id <> %(agent_id)s and expires_at > now()
+);
+
 -- name: renew_lease
 -- A lapsed lease is never renewed: the rescuer may already have taken its jobs.
 update agent_leases set expires_at = now() + make_interval(secs => %(ttl_s)s)

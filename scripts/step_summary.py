@@ -2,9 +2,11 @@
 
 Reads what ``qgjob.py submit --wait --json`` printed (the run view of
 ``GET /runs/{id}``, or nothing when the command failed), appends a results
-table to ``$GITHUB_STEP_SUMMARY`` (stdout when unset) and writes the
-``run-id``, ``passed`` and ``failed`` outputs to ``$GITHUB_OUTPUT`` when set.
-Standard library only: it runs on a bare runner.
+table to ``$GITHUB_STEP_SUMMARY`` (stdout when unset), prints an ``::error``
+annotation with file and line for each failing test (GitHub shows them on the
+run and beside the code), and writes the ``run-id``, ``passed``, ``failed`` and
+``errored`` outputs to ``$GITHUB_OUTPUT`` when set. Standard library only: it
+runs on a bare runner.
 
 Usage: python3 scripts/step_summary.py RESULT_JSON
 """
@@ -18,11 +20,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "render"]
+__all__ = ["annotations", "main", "render"]
 
 _STATUS_ORDER = (
     "passed",
     "failed",
+    "error",
     "timed_out",
     "cancelled",
     "retrying",
@@ -32,6 +35,7 @@ _STATUS_ORDER = (
     "submitted",
 )
 _FAILED = frozenset({"failed", "timed_out", "cancelled"})
+_UNSUCCESSFUL = _FAILED | {"error"}
 _NO_RESULT = "qgjob returned no result; the submit step's log says why.\n"
 
 
@@ -47,6 +51,43 @@ def _duration(job: dict[str, Any]) -> str:
 def _first_line(text: str, limit: int = 200) -> str:
     line = text.strip().splitlines()[0] if text.strip() else ""
     return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _failed_tests(job: dict[str, Any]) -> list[dict[str, Any]]:
+    return [test for test in job.get("tests") or [] if test.get("status") == "failed"]
+
+
+def _title(test: dict[str, Any]) -> str:
+    return " > ".join(str(title) for title in test.get("title_path") or [])
+
+
+def _location(test: dict[str, Any]) -> tuple[str, int | None]:
+    """Where the test failed, else where it is declared."""
+    error = test.get("error") or {}
+    return str(error.get("file") or test["file"]), error.get("line") or test.get("line")
+
+
+def _escape(text: str, *, property_value: bool = False) -> str:
+    # The escapes GitHub's workflow commands define for messages and property values.
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return text.replace(":", "%3A").replace(",", "%2C") if property_value else text
+
+
+def annotations(result: Any) -> list[str]:
+    """An ``::error file=…,line=…,title=…::message`` line for each failing test."""
+    if not isinstance(result, dict) or "jobs" not in result:
+        return []
+    lines = []
+    for job in result["jobs"]:
+        for test in _failed_tests(job):
+            file, line = _location(test)
+            properties = [f"file={_escape(file, property_value=True)}"]
+            if line:
+                properties.append(f"line={int(line)}")
+            properties.append(f"title={_escape(_title(test), property_value=True)}")
+            message = str((test.get("error") or {}).get("message") or "failed")
+            lines.append(f"::error {','.join(properties)}::{_escape(message)}")
+    return lines
 
 
 def _status(job: dict[str, Any]) -> str:
@@ -74,14 +115,23 @@ def render(result: Any) -> tuple[str, dict[str, str]]:
     lines += [
         f"| `{_cell(str(job['test_path']))}` | {_status(job)} | {_duration(job)} |" for job in jobs
     ]
-    failures = [job for job in jobs if job["status"] in _FAILED and job.get("last_error")]
+    failures = []
+    for job in jobs:
+        tests = _failed_tests(job)
+        for test in tests:
+            file, line = _location(test)
+            where = f"{file}:{line}" if line else file
+            message = str((test.get("error") or {}).get("message") or "failed")
+            failures.append(f"- `{_cell(where)}` {_cell(_title(test))}: {_first_line(message)}")
+        if not tests and job["status"] in _UNSUCCESSFUL and job.get("last_error"):
+            failures.append(f"- `{job['test_path']}`: {_first_line(job['last_error'])}")
     if failures:
-        lines += ["", "Failures:", ""]
-        lines += [f"- `{job['test_path']}`: {_first_line(job['last_error'])}" for job in failures]
+        lines += ["", "Failures:", "", *failures]
     outputs = {
         "run-id": str(run_id),
         "passed": str(counts["passed"]),
         "failed": str(sum(counts[status] for status in _FAILED)),
+        "errored": str(counts["error"]),
     }
     return "\n".join(lines) + "\n", outputs
 
@@ -97,7 +147,10 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print(__doc__, file=sys.stderr)
         return 2
-    markdown, outputs = render(_load(Path(argv[0])))
+    result = _load(Path(argv[0]))
+    markdown, outputs = render(result)
+    for line in annotations(result):
+        print(line)
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         with open(summary, "a", encoding="utf-8") as stream:

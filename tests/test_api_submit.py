@@ -273,7 +273,7 @@ async def test_a_submitted_job_is_answered_201_and_readable_at_once(
         assert fetched.status_code == 200
         assert fetched.json() == {
             **job,
-            "unschedulable": "no live device slot is registered",
+            "waiting": {"reason": "no_device", "message": "no live device slot is registered"},
         }
 
 

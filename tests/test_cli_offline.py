@@ -292,6 +292,64 @@ def test_exit_status_is_1_unless_every_job_passed() -> None:
     assert qgjob.outcome([_job("a", "cancelled")]) == 1
 
 
+def test_exit_status_is_5_when_only_the_infrastructure_failed() -> None:
+    assert qgjob.outcome([_job("a", "passed"), _job("b", "error")]) == 5
+    assert qgjob.outcome([_job("a", "error"), _job("b", "failed")]) == 1, "a test failure wins"
+    assert qgjob.outcome([_job("a", "error"), _job("b", "timed_out")]) == 1
+
+
+def test_no_cancel_on_interrupt_without_wait_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert qgjob.run([*README_SUBMIT, "--no-cancel-on-interrupt"]) == 2
+    assert capsys.readouterr().err == "qgjob: --no-cancel-on-interrupt applies only with --wait\n"
+
+
+def test_junit_report_has_a_testcase_per_test_and_the_job_when_it_errored(
+    tmp_path: Path,
+) -> None:
+    failing = {
+        "file": "tests/cart.spec.js",
+        "title_path": ["cart", "checks out"],
+        "status": "failed",
+        "line": 9,
+        "duration_s": 0.5,
+        "retry": 1,
+        "error": {
+            "message": "Expected: 80\nReceived: 90",
+            "file": "tests/cart.spec.js",
+            "line": 11,
+        },
+    }
+    passing = {**failing, "title_path": ["cart", "adds"], "status": "passed", "error": None}
+    view = {
+        "run_id": "run-1",
+        "done": True,
+        "jobs": [
+            _job("tests/cart.spec.js", "failed", tests=[passing, failing]),
+            _job("tests/device.spec.js", "error", last_error="device offline", tests=None),
+        ],
+    }
+
+    root = ET.fromstring(qgjob.junit_xml(view))
+
+    assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("3", "1", "1")
+    names = [(case.get("classname"), case.get("name")) for case in root.iter("testcase")]
+    assert names == [
+        ("tests/cart.spec.js", "cart > adds"),
+        ("tests/cart.spec.js", "cart > checks out"),
+        ("device", "tests/device.spec.js"),
+    ]
+    failure = root.find(".//testcase[@name='cart > checks out']/failure")
+    assert failure is not None and failure.text is not None
+    assert failure.get("message") == "Expected: 80"
+    assert failure.text.endswith("at tests/cart.spec.js:11")
+    error = root.find(".//testcase[@name='tests/device.spec.js']/error")
+    assert error is not None and error.get("type") == "error"
+    table = qgjob.results_table(view["jobs"])
+    assert "tests/cart.spec.js:11: cart > checks out: Expected: 80" in table.splitlines()
+
+
 def test_results_table_lists_each_test_and_the_failure_reason() -> None:
     table = qgjob.results_table(
         [_job("tests/a.spec.js", "passed"), _job("tests/b.spec.js", "failed", last_error="boom")]

@@ -11,7 +11,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ledger import InvalidEvent, decode, encode
-from ledger.events import ALL_EVENT_TYPES, JobSubmitted, Target
+from ledger.events import (
+    ALL_EVENT_TYPES,
+    CaseError,
+    CaseResult,
+    CaseStatus,
+    JobFailed,
+    JobPassed,
+    JobSubmitted,
+    Target,
+)
 from tests.support.factories import submitted
 
 names = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,30}\Z")
@@ -28,8 +37,28 @@ _overrides: dict[type, dict[str, Any]] = {
         "max_attempts": st.integers(1, 10),
         "timeout_s": st.none() | finite,
         "queue_timeout_s": st.none() | finite,
+        "supersede_key": st.none() | names,
+        "rerun_of": st.none() | st.uuids(),
     },
 }
+_cases = st.lists(
+    st.builds(
+        CaseResult,
+        file=short_text,
+        title_path=st.lists(short_text, min_size=1, max_size=3).map(tuple),
+        status=st.sampled_from(CaseStatus),
+        line=st.none() | st.integers(1, 10_000),
+        duration_s=finite,
+        retry=st.integers(0, 3),
+        error=st.none()
+        | st.builds(
+            CaseError, message=short_text, file=short_text, line=st.none() | st.integers(1, 99)
+        ),
+    ),
+    max_size=4,
+).map(tuple)
+_overrides[JobPassed] = {"tests": _cases}
+_overrides[JobFailed] = {"tests": _cases}
 
 
 def _strategy(cls: type) -> st.SearchStrategy[Any]:

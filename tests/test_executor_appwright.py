@@ -157,6 +157,47 @@ async def test_a_failing_spec_fails_only_its_own_job(project: Project) -> None:
     assert reporter.outcomes[good.job_id].status == "passed"
 
 
+RECORDED = Path(__file__).parent / "fixtures" / "playwright-1.46"
+
+
+def recorded_spec(project: Project) -> str:
+    """The spec Playwright 1.46 ran for the recorded report, made to replay that report."""
+    spec = project.dir / "tests" / "checkout.spec.js"
+    original = (RECORDED / "checkout.spec.js").read_text(encoding="utf-8")
+    spec.write_text(f"// REPLAY checkout-report.json\n{original}", encoding="utf-8")
+    return "tests/checkout.spec.js"
+
+
+async def test_a_real_playwright_report_gives_every_test_with_the_failures_location(
+    project: Project,
+) -> None:
+    """The report Playwright 1.46 wrote for a spec of 3 tests, 1 failing: the job fails,
+    and carries the 3 tests, the failing one with its message and file:line."""
+    (job,) = jobs(recorded_spec(project))
+    reporter = RecordingReporter()
+
+    await project.executor().run(batch((job,)), reporter)
+
+    outcome = reporter.outcomes[job.job_id]
+    assert outcome.status == "failed"
+    assert [(case.title, case.status.value, case.line) for case in outcome.tests] == [
+        ("checkout > adds an item to the cart", "passed", 5),
+        ("checkout > applies a discount code", "failed", 9),
+        ("checkout > shows the order summary", "passed", 14),
+    ]
+    failing = outcome.tests[1]
+    assert failing.file == "tests/checkout.spec.js"
+    assert failing.error is not None
+    assert (failing.error.file, failing.error.line) == ("tests/checkout.spec.js", 11)
+    assert failing.error.message.splitlines() == [
+        "Error: expect(received).toBe(expected) // Object.is equality",
+        "",
+        "Expected: 80",
+        "Received: 90",
+    ]
+    assert all(case.error is None for case in (outcome.tests[0], outcome.tests[2]))
+
+
 async def test_a_crash_without_report_is_an_infrastructure_error(project: Project) -> None:
     batch_jobs = jobs(project.spec("a.spec.ts", "CRASH"), project.spec("b.spec.ts"))
     reporter = RecordingReporter()

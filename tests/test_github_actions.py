@@ -126,7 +126,8 @@ def test_action_is_a_composite_action_with_the_documented_inputs_and_outputs() -
     assert "${{ github.action_path }}/scripts/step_summary.py" in report["run"]
     assert "${{ github.action_path }}/qgjob.py" in steps[0]["run"]
     assert {name: spec["value"] for name, spec in action["outputs"].items()} == {
-        name: f"${{{{ steps.report.outputs.{name} }}}}" for name in ("run-id", "passed", "failed")
+        name: f"${{{{ steps.report.outputs.{name} }}}}"
+        for name in ("run-id", "passed", "failed", "errored")
     }
 
 
@@ -264,7 +265,7 @@ def test_step_summary_tables_every_test_with_its_status_and_duration(tmp_path: P
     assert "| `tests/onboarding.spec.js` | timed_out | — |" in summary
     assert "4 tests: 2 passed, 1 failed, 1 timed_out" in summary
     assert "- `tests/checkout.spec.js`: Order confirmed not seen" in summary
-    assert outputs == {"run-id": run["run_id"], "passed": "2", "failed": "2"}
+    assert outputs == {"run-id": run["run_id"], "passed": "2", "failed": "2", "errored": "0"}
 
 
 def test_step_summary_of_a_single_test_has_no_run_id(tmp_path: Path) -> None:
@@ -279,7 +280,7 @@ def test_step_summary_of_a_single_test_has_no_run_id(tmp_path: Path) -> None:
     assert summary.startswith("### qgjob\n")
     assert "1 test: 1 passed" in summary
     assert "| `tests/login.spec.js` | passed | 1.0 s |" in summary
-    assert outputs == {"run-id": "", "passed": "1", "failed": "0"}
+    assert outputs == {"run-id": "", "passed": "1", "failed": "0", "errored": "0"}
 
 
 def test_step_summary_without_a_result_says_so_and_sets_no_outputs(tmp_path: Path) -> None:

@@ -213,8 +213,9 @@ async def _consistent(conn: psycopg.AsyncConnection[Any]) -> None:
     grouped = await fetch(
         conn,
         "select g.queued + g.assigned + g.running + g.passed + g.failed + g.cancelled "
-        "+ g.timed_out as counted, (select count(*) from jobs j where j.group_id = g.group_id)"
-        "::integer as jobs from groups g",
+        "+ g.timed_out + g.errored as counted, "
+        "(select count(*) from jobs j where j.group_id = g.group_id)::integer as jobs "
+        "from groups g",
     )
     assert all(g["counted"] == g["jobs"] for g in grouped)
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
+import qgjob
 from ledger.decisions import JobStatus, fold
 from ledger.events import (
     FailureKind,
@@ -26,6 +30,7 @@ from ledger.events import (
     TimeoutKind,
 )
 from ledger.store import append, read_stream
+from tests.support.api import REPO_ROOT, api_client
 from tests.support.factories import metadata
 from tests.support.runner import (
     agent_config,
@@ -134,7 +139,7 @@ async def test_passed_failed_infrastructure_errors_and_timeouts_are_recorded_as_
     assert "toBeVisible() failed" in failure.reason
 
     for job_id, why in ((crashed, "wrote no report"), (no_build, "build not found")):
-        assert states[job_id].status == JobStatus.FAILED
+        assert states[job_id].status == JobStatus.ERROR, "an infrastructure error, not a test's"
         assert states[job_id].attempt == 3, "retried up to the infrastructure limit"
         failures = [e for e in events[job_id] if isinstance(e, JobFailed)]
         assert [f.kind for f in failures] == [FailureKind.INFRASTRUCTURE] * 3
@@ -187,3 +192,68 @@ async def test_cancelling_a_running_job_kills_its_process_within_two_seconds(
     assert retry.reason == (
         f"handed back: job {hung} of the same batch ended elsewhere (cancelled, or handed on)"
     )
+
+
+RECORDED = Path(__file__).parent / "fixtures" / "playwright-1.46"
+
+
+async def test_a_real_playwright_report_gives_a_testcase_per_test_and_one_annotation(
+    project: Path, db_url: str, tmp_path: Path
+) -> None:
+    """A spec of 3 tests, 1 failing, as Playwright 1.46 reported it: the API shows the 3
+    tests, the JUnit report has 3 testcases, and GitHub gets one ::error at file:line."""
+    original = (RECORDED / "checkout.spec.js").read_text(encoding="utf-8")
+    spec = project / "tests" / "checkout.spec.js"
+    spec.write_text(f"// REPLAY checkout-report.json\n{original}", encoding="utf-8")
+    submitted = JobSubmitted(
+        org_id="qualgent",
+        app_version_id="1.0",
+        test_path="tests/checkout.spec.js",
+        target=Target.EMULATOR,
+    )
+    async with pipeline(db_url, appwright_agent(project)), api_client(db_url) as api:
+        [job_id] = await submit(db_url, [submitted])
+
+        async def finished() -> dict[str, Any] | None:
+            job: dict[str, Any] = (await api.get(f"/jobs/{job_id}")).json()
+            return job if job["status"] == "failed" and job["tests"] else None
+
+        job = await async_wait_until(finished, timeout=30, what="the job to fail")
+
+    assert [(t["title_path"], t["status"]) for t in job["tests"]] == [
+        (["checkout", "adds an item to the cart"], "passed"),
+        (["checkout", "applies a discount code"], "failed"),
+        (["checkout", "shows the order summary"], "passed"),
+    ]
+    assert job["tests"][1]["error"]["file"] == "tests/checkout.spec.js"
+    assert job["tests"][1]["error"]["line"] == 11
+
+    view = {"run_id": None, "done": True, "counts": {"failed": 1}, "jobs": [job]}
+    junit = ET.fromstring(qgjob.junit_xml(view))
+    cases = list(junit.iter("testcase"))
+    assert [case.get("name") for case in cases] == [
+        "checkout > adds an item to the cart",
+        "checkout > applies a discount code",
+        "checkout > shows the order summary",
+    ]
+    assert (junit.get("tests"), junit.get("failures"), junit.get("errors")) == ("3", "1", "0")
+    failure = cases[1].find("failure")
+    assert failure is not None and failure.text is not None
+    assert failure.get("message") == "Error: expect(received).toBe(expected) // Object.is equality"
+    assert "at tests/checkout.spec.js:11" in failure.text
+
+    result = tmp_path / "result.json"
+    result.write_text(json.dumps(view), encoding="utf-8")
+    summary = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "step_summary.py"), str(result)],
+        env={**os.environ, "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md")},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    annotations = [line for line in summary.stdout.splitlines() if line.startswith("::")]
+    assert annotations == [
+        "::error file=tests/checkout.spec.js,line=11,title=checkout > applies a discount code"
+        "::Error: expect(received).toBe(expected) // Object.is equality%0A%0AExpected: 80"
+        "%0AReceived: 90"
+    ]

@@ -24,16 +24,16 @@ from tests.support.waiting import async_wait_until
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
-async def test_an_agent_whose_lease_lapsed_stops_and_records_no_result(db_url: str) -> None:
-    """While the agent runs a batch its lease is made to lapse: it stops with LeaseLost,
-    nothing it ran afterwards counts, and the other agent runs every job to the end."""
+async def test_an_agent_whose_lease_lapsed_is_fenced_then_registers_again(
+    db_url: str,
+) -> None:
+    """While the agent runs a batch its lease is made to lapse: nothing its old identity
+    ran afterwards counts, it comes back under a new identity, and every job passes."""
     zombie = agent_config("zombie", "device:1", simulated={"test_s": 0.3})
-    healthy = agent_config("healthy", "device:1")
     async with (
-        pipeline(db_url) as running,
+        pipeline(db_url, zombie),
         await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn,
     ):
-        zombie_task = asyncio.create_task(run_agent(db_url, zombie, running.stop))
         ids = await submit(db_url, [submitted(test_path=f"tests/t{i}.spec.ts") for i in range(3)])
 
         async def zombie_running() -> bool:
@@ -46,31 +46,47 @@ async def test_an_agent_whose_lease_lapsed_stops_and_records_no_result(db_url: s
 
         await async_wait_until(zombie_running, what="the zombie to start a test")
         cursor = await conn.execute(
-            "update agent_leases set expires_at = now() where name = 'zombie' returning now()"
+            "update agent_leases set expires_at = now() where name = 'zombie' "
+            "returning agent_id, now()"
         )
-        [(lapsed_at,)] = await cursor.fetchall()
-        with pytest.raises(LeaseLost):
-            await asyncio.wait_for(zombie_task, 10)
-        running.add_agent(healthy)
+        [(old_id, lapsed_at)] = await cursor.fetchall()
+
+        async def registered_again() -> bool:
+            cursor = await conn.execute(
+                "select count(*) from agent_leases where name = 'zombie' "
+                "and agent_id <> %s and expires_at > now()",
+                (old_id,),
+            )
+            row = await cursor.fetchone()
+            return row is not None and row[0] == 1
+
+        await async_wait_until(registered_again, what="the zombie to register again")
         await wait_all_ended(db_url, ids)
 
     streams = await histories(db_url, ids)
     states = check_histories(streams)
     assert all(state.status == JobStatus.PASSED for state in states.values())
     for stream in streams.values():
-        passes = [r for r in stream if isinstance(r.event, JobPassed)]
-        assert passes[0].metadata.actor.startswith("runner:healthy:") or (
-            passes[0].recorded_at < lapsed_at
-        ), "a result recorded after the lease lapsed came from the zombie"
-        zombie_attempts = [
+        late_passes = [
+            r for r in stream if isinstance(r.event, JobPassed) and r.recorded_at > lapsed_at
+        ]
+        assert all(r.metadata.actor != f"runner:{old_id}" for r in late_passes), (
+            "a result recorded after the lease lapsed came from the fenced identity"
+        )
+        old_attempts = [
             r.event.attempt
             for r in stream
-            if isinstance(r.event, JobAssigned) and r.event.agent_id.startswith("zombie:")
+            if isinstance(r.event, JobAssigned) and r.event.agent_id == old_id
         ]
-        for attempt in zombie_attempts:
-            if passes[0].metadata.actor.startswith("runner:zombie:"):
+        passed_by_old = any(
+            isinstance(r.event, JobPassed) and r.metadata.actor == f"runner:{old_id}"
+            for r in stream
+        )
+        for attempt in old_attempts:
+            if passed_by_old:
                 continue
-            # Each attempt the zombie held ended without a verdict: expired or handed back.
+            # Each attempt the old identity held ended without a verdict: expired or handed
+            # back.
             assert any(
                 (isinstance(r.event, JobLeaseExpired) and r.event.attempt == attempt)
                 or (isinstance(r.event, JobRetryScheduled) and r.event.handed_back)

@@ -7,6 +7,8 @@ import os
 import shutil
 from pathlib import Path
 
+from ledger.events import CaseResult
+
 from ._playwright_report import Report
 from .base import OUTPUT_LIMIT, BatchJob, Outcome, OutcomeStatus, tail
 
@@ -14,7 +16,12 @@ __all__ = ["judge", "keep_attachments", "outcome", "read_tail"]
 
 
 def outcome(
-    job: BatchJob, status: OutcomeStatus, message: str, duration_s: float, output: str = ""
+    job: BatchJob,
+    status: OutcomeStatus,
+    message: str,
+    duration_s: float,
+    output: str = "",
+    tests: tuple[CaseResult, ...] = (),
 ) -> Outcome:
     return Outcome(
         job_id=job.job_id,
@@ -22,6 +29,7 @@ def outcome(
         message=message,
         duration_s=duration_s,
         output=tail(output),
+        tests=tests,
     )
 
 
@@ -51,11 +59,13 @@ def judge(
     if verdict is not None and (verdict.complete or verdict.failed):
         status: OutcomeStatus = "failed" if verdict.failed else "passed"
         message = verdict.summary if status == "passed" else f"{verdict.summary} (see {batch_dir})"
-        return outcome(job, status, message, verdict.duration_s, verdict.output or log_tail)
+        output = verdict.output or log_tail
+        return outcome(job, status, message, verdict.duration_s, output, verdict.cases)
     output = verdict.output if verdict is not None and verdict.output else log_tail
+    cases = verdict.cases if verdict is not None else ()
     if timed_out:
         message = f"timed out: the batch ran past its {timeout_s:g} s limit (see {batch_dir})"
-        return outcome(job, "timed_out", message, elapsed_s, output)
+        return outcome(job, "timed_out", message, elapsed_s, output, cases)
     if report is None:
         reason = f"AppWright exited with code {returncode} and wrote no report"
     elif report.errors:
@@ -64,7 +74,7 @@ def judge(
         reason = f"the report has no tests from {job.test_path}"
     else:
         reason = f"the report has no verdict for every test of {job.test_path}"
-    return outcome(job, "error", f"{reason} (see {batch_dir})", elapsed_s, output)
+    return outcome(job, "error", f"{reason} (see {batch_dir})", elapsed_s, output, cases)
 
 
 def keep_attachments(report: Report, shared_dir: Path, batch_dir: Path) -> None:

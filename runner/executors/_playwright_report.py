@@ -1,21 +1,23 @@
-"""Reading Playwright's JSON report: one verdict per spec file.
+"""Reading Playwright's JSON report: one verdict per spec file, with each of its tests.
 
 The report nests suites (a file, then its describe blocks) holding specs (one ``test()``
-each) holding tests (one per project) holding results (one per attempt). A file has a
-verdict when every one of its tests finished; it failed when any test ended
-``unexpected``. An interrupted run (timeout) leaves tests without a final result: none,
-or an "interrupted" or "skipped" one.
+each) holding tests (one per project) holding results (one per try: Playwright's own
+retries). A file has a verdict when every one of its tests finished; it failed when any
+test ended ``unexpected``. An interrupted run (timeout) leaves tests without a final
+result: none, or an "interrupted" or "skipped" one.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
+
+from ledger.events import CaseError, CaseResult, CaseStatus
 
 __all__ = ["FileVerdict", "Report", "ReportUnreadable", "read_report", "strip_ansi"]
 
@@ -47,6 +49,8 @@ class FileVerdict:
     output: str
     #: Files the tests attached (videos, screenshots), as the report gives them.
     attachments: tuple[Path, ...]
+    #: Each test of the file, in report order.
+    cases: tuple[CaseResult, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -57,10 +61,28 @@ class Report:
     errors: tuple[str, ...]
 
 
+#: How much of a failure message a test case keeps.
+_ERROR_LINES, _ERROR_CHARS = 12, 2000
+_SNIPPET_LINE = re.compile(r"^\s*>?\s*\d+ \|")
+_CASE_STATUS = {
+    "expected": CaseStatus.PASSED,
+    "unexpected": CaseStatus.FAILED,
+    "flaky": CaseStatus.FLAKY,
+    "skipped": CaseStatus.SKIPPED,
+}
+
+
 @attrs.frozen(kw_only=True)
 class _Test:
-    title: str
+    #: Relative to the report's root directory, as the report gives it.
+    file: str
+    title_path: tuple[str, ...]
+    line: int | None
     data: Mapping[str, Any]
+
+    @property
+    def title(self) -> str:
+        return " > ".join(self.title_path)
 
 
 def read_report(path: Path, *, default_root: Path) -> Report:
@@ -74,15 +96,16 @@ def read_report(path: Path, *, default_root: Path) -> Report:
     config = data.get("config")
     root = Path(config.get("rootDir") or default_root) if isinstance(config, dict) else default_root
     tests: dict[Path, list[_Test]] = {}
-    for file, test in _walk(data.get("suites", []), (), None):
-        tests.setdefault((root / file).resolve(), []).append(test)
+    for test in _walk(data.get("suites", []), (), None):
+        tests.setdefault((root / test.file).resolve(), []).append(test)
     errors = tuple(_first_line(_error_text(e)) for e in data.get("errors", []) or [])
-    return Report(files={f: _verdict(ts) for f, ts in tests.items()}, errors=errors)
+    files = {
+        file: _verdict(ts, file, root=root, project_dir=default_root) for file, ts in tests.items()
+    }
+    return Report(files=files, errors=errors)
 
 
-def _walk(
-    suites: list[Any], titles: tuple[str, ...], file: str | None
-) -> Iterator[tuple[str, _Test]]:
+def _walk(suites: list[Any], titles: tuple[str, ...], file: str | None) -> Iterator[_Test]:
     for suite in suites:
         if not isinstance(suite, dict):
             continue
@@ -93,9 +116,15 @@ def _walk(
             spec_file = spec.get("file") or suite_file
             if not spec_file:
                 continue
-            title = " > ".join((*inner, str(spec.get("title", ""))))
+            title_path = (*inner, str(spec.get("title", "")))
+            line = spec.get("line")
             for test in spec.get("tests", []) or []:
-                yield spec_file, _Test(title=title, data=test)
+                yield _Test(
+                    file=str(spec_file),
+                    title_path=title_path,
+                    line=line if isinstance(line, int) else None,
+                    data=test,
+                )
         yield from _walk(suite.get("suites", []) or [], inner, suite_file)
 
 
@@ -108,7 +137,7 @@ def _complete(test: Mapping[str, Any]) -> bool:
     return bool(results) and results[-1].get("status") in ("passed", "failed", "timedOut")
 
 
-def _verdict(tests: list[_Test]) -> FileVerdict:
+def _verdict(tests: list[_Test], file: Path, *, root: Path, project_dir: Path) -> FileVerdict:
     complete = [t for t in tests if _complete(t.data)]
     failed = [t for t in complete if t.data.get("status") == "unexpected"]
     flaky = sum(1 for t in complete if t.data.get("status") == "flaky")
@@ -140,7 +169,65 @@ def _verdict(tests: list[_Test]) -> FileVerdict:
         duration_s=duration_ms / 1000,
         output=strip_ansi("".join(output)),
         attachments=tuple(attachments),
+        cases=tuple(_case(t, _relative(file, project_dir), root, project_dir) for t in tests),
     )
+
+
+def _case(test: _Test, file: str, root: Path, project_dir: Path) -> CaseResult:
+    results = [r for r in test.data.get("results") or [] if isinstance(r, dict)]
+    if _complete(test.data):
+        status = _CASE_STATUS.get(str(test.data.get("status")), CaseStatus.FAILED)
+    else:
+        ran = bool(results) and results[-1].get("status") == "interrupted"
+        status = CaseStatus.INTERRUPTED if ran else CaseStatus.SKIPPED
+    error = None
+    if status in (CaseStatus.FAILED, CaseStatus.FLAKY):
+        error = _case_error(results, file, test.line, root, project_dir)
+    return CaseResult(
+        file=file,
+        title_path=test.title_path,
+        status=status,
+        line=test.line,
+        duration_s=sum(float(r.get("duration") or 0) for r in results) / 1000,
+        retry=int(results[-1].get("retry") or 0) if results else 0,
+        error=error,
+    )
+
+
+def _case_error(
+    results: Sequence[Mapping[str, Any]], file: str, line: int | None, root: Path, project_dir: Path
+) -> CaseError:
+    """The last failure of a test's tries, and where it points (else the test itself)."""
+    for result in reversed(results):
+        errors = result.get("errors") or ([result["error"]] if result.get("error") else [])
+        if not errors:
+            continue
+        error = errors[0] if isinstance(errors[0], dict) else {"message": str(errors[0])}
+        location = error.get("location") or result.get("errorLocation")
+        where = location.get("file") if isinstance(location, dict) else None
+        at = location.get("line") if isinstance(location, dict) else None
+        return CaseError(
+            message=_message(str(error.get("message") or _error_text(error))),
+            file=_relative(root / str(where), project_dir) if where else file,
+            line=at if isinstance(at, int) else line,
+        )
+    return CaseError(message="failed without an error message", file=file, line=line)
+
+
+def _message(text: str) -> str:
+    """The first lines of a failure message, without colours or the code snippet after it."""
+    kept = []
+    for line in strip_ansi(text).strip().splitlines()[:_ERROR_LINES]:
+        if _SNIPPET_LINE.match(line):
+            break
+        kept.append(line)
+    return "\n".join(kept).strip()[:_ERROR_CHARS]
+
+
+def _relative(path: Path, project_dir: Path) -> str:
+    """*path* relative to the test project when it is inside it, as test paths are."""
+    resolved, project = path.resolve(), project_dir.resolve()
+    return str(resolved.relative_to(project)) if resolved.is_relative_to(project) else str(path)
 
 
 def _result_output(title: str, result: Mapping[str, Any]) -> Iterator[str]:

@@ -13,6 +13,7 @@ from uuid import UUID
 import attrs
 
 from ledger.errors import InfrastructureError
+from ledger.events import CaseResult
 
 __all__ = [
     "OUTPUT_LIMIT",
@@ -70,6 +71,11 @@ class SlotSpec:
         caps = self.capabilities
         return caps.get("os_version") or caps.get("osVersion")
 
+    @property
+    def kind(self) -> tuple[str, str | None, str | None, str | None]:
+        """What the slot offers a job: slots of one kind can take the same jobs."""
+        return (self.target, self.platform, self.device, self.os_version)
+
     def describe(self) -> str:
         """The target and what the slot offers, for people: ``emulator, android Pixel 8 14``."""
         offers = " ".join(o for o in (self.platform, self.device, self.os_version) if o)
@@ -111,6 +117,8 @@ class Outcome:
     duration_s: float
     #: The end of the job's output (at most OUTPUT_LIMIT characters).
     output: str = ""
+    #: Each test case of the job's spec, when the executor can tell them apart.
+    tests: tuple[CaseResult, ...] = ()
 
 
 class BatchReporter(Protocol):

@@ -6,7 +6,9 @@ per (seed, job, attempt):
 
 - with probability ``failure_rate`` a job's test is broken and fails every attempt;
 - otherwise, with probability ``flake_rate``, it is flaky: it fails attempt 1 only;
-- a spec path containing "fail" (any case) always fails.
+- a spec path containing "fail" (any case) always fails;
+- a spec path containing "infra" (any case) always errors, as a device that breaks does:
+  an infrastructure error, not a test failure.
 
 A batch gets ``timeout_s`` simulated seconds: jobs that would end later time out.
 """
@@ -22,10 +24,14 @@ from uuid import UUID
 import attrs
 from attrs import validators
 
+from ledger.events import CaseError, CaseResult, CaseStatus
+
 from .base import Batch, BatchJob, BatchReporter, Outcome, OutcomeStatus, SlotSpec
 
 __all__ = ["SimulatedExecutor"]
 
+#: The one test case a simulated spec holds.
+_CASE_TITLE = "simulated test"
 _rate = [validators.instance_of(float), validators.ge(0.0), validators.le(1.0)]
 _duration = [validators.instance_of(float), validators.ge(0.0)]
 
@@ -113,6 +119,14 @@ class SimulatedExecutor:
 
     def _verdict(self, job: BatchJob) -> Outcome:
         status: OutcomeStatus = "passed"
+        if "infra" in job.test_path.lower():
+            return Outcome(
+                job_id=job.job_id,
+                status="error",
+                message="simulated: the device went offline (spec path contains 'infra')",
+                duration_s=self.test_s,
+                output=f"[simulated] {job.test_path} attempt {job.attempt}: device offline\n",
+            )
         if "fail" in job.test_path.lower():
             status, why = "failed", "spec path contains 'fail'"
         elif _unit(self.seed, job.job_id, "failure") < self.failure_rate:
@@ -120,12 +134,23 @@ class SimulatedExecutor:
         elif job.attempt == 1 and _unit(self.seed, job.job_id, "flake") < self.flake_rate:
             status, why = "failed", "flaky test, fails on attempt 1 (flake_rate)"
         message = "simulated: passed" if status == "passed" else f"simulated: failed, {why}"
+        case = CaseResult(
+            file=job.test_path,
+            title_path=(_CASE_TITLE,),
+            status=CaseStatus.PASSED if status == "passed" else CaseStatus.FAILED,
+            line=1,
+            duration_s=self.test_s,
+            error=None
+            if status == "passed"
+            else CaseError(message=message, file=job.test_path, line=1),
+        )
         return Outcome(
             job_id=job.job_id,
             status=status,
             message=message,
             duration_s=self.test_s,
             output=f"[simulated] {job.test_path} attempt {job.attempt}: {status}\n",
+            tests=(case,),
         )
 
     def _timed_out(self, job: BatchJob, duration_s: float, timeout_s: float) -> Outcome:

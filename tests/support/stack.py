@@ -21,7 +21,7 @@ from projections.projector import Projector
 from tests.support.api import REPO_ROOT, uvicorn_server
 from tests.support.projector import fresh_database
 
-__all__ = ["qgjob", "running_stack"]
+__all__ = ["qgjob", "runner_process", "running_stack"]
 
 
 @contextlib.contextmanager
@@ -43,7 +43,8 @@ def _projector(url: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _runner(url: str, arguments: Sequence[str], log: Path) -> Iterator[None]:
+def runner_process(url: str, arguments: Sequence[str], log: Path) -> Iterator[None]:
+    """``qgjobd runner`` with *arguments*, stopped with SIGTERM on the way out."""
     with log.open("wb") as output:
         process = subprocess.Popen(
             [sys.executable, "qgjobd.py", "runner", *arguments],
@@ -74,7 +75,7 @@ def running_stack(
         with (
             uvicorn_server(env, log=logs / "api.log") as base,
             _projector(url),
-            _runner(url, runner_arguments, logs / "runner.log"),
+            runner_process(url, runner_arguments, logs / "runner.log"),
         ):
             yield base, url
 
