@@ -341,21 +341,55 @@ def _path(*parts: str) -> str:
 
 
 def expand_tests(patterns: Iterable[str], cwd: str | None = None) -> list[str]:
-    """Expand glob patterns that match files under ``cwd``; keep the rest as given.
+    """Expand glob patterns against files under ``cwd``; keep plain paths as given.
 
     Order is preserved and duplicates dropped, so ``--test a.spec.js --test '*.spec.js'``
-    submits ``a.spec.js`` once.
+    submits ``a.spec.js`` once. Raises CliError for a pattern that matches no file: the
+    server would otherwise be sent the pattern itself as a test path.
     """
     base = cwd or os.getcwd()
     tests: dict[str, None] = {}
     for pattern in patterns:
+        if glob.escape(pattern) == pattern:
+            tests[pattern] = None
+            continue
         matches = sorted(
             path
             for path in glob.glob(pattern, root_dir=base, recursive=True)
             if os.path.isfile(os.path.join(base, path))
         )
-        tests.update(dict.fromkeys(matches or [pattern]))
+        if not matches:
+            raise CliError(f"--test: the pattern {_shown(pattern)} matches no file under {base}")
+        tests.update(dict.fromkeys(matches))
     return list(tests)
+
+
+def _shown(text: str) -> str:
+    """*text* quoted, with bytes that are not UTF-8 (from a file name or the command
+    line) written as escapes."""
+    readable = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return f"'{readable}'"
+
+
+def _require_utf8(flag: str, value: str) -> None:
+    """Refuse *value* unless it is UTF-8 text, the only text the server takes."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CliError(f"{flag}: {_shown(value)} is not valid UTF-8") from None
+
+
+#: The submit option each body field comes from.
+_SUBMIT_FLAGS = {
+    "org_id": "--org-id",
+    "app_version_id": "--app-version-id",
+    "test_path": "--test",
+    "tests": "--test",
+    "build": "--build",
+    "repo": "--repo",
+    "commit": "--commit",
+    "tags": "--tag",
+}
 
 
 def submit_body(
@@ -369,7 +403,9 @@ def submit_body(
 
     *tests*, when given, replaces the expanded ``--test`` patterns (specs sent relative to
     a bundle's root); *uploaded* adds or replaces fields (``bundle``, ``build``,
-    ``platform``) naming what was uploaded.
+    ``platform``) naming what was uploaded. Raises CliError for a --test pattern that
+    matches nothing, or any text that is not valid UTF-8 (a file name in another
+    encoding).
     """
     tests = expand_tests(args.tests, cwd) if tests is None else tests
     body: Json = {"org_id": args.org_id, "app_version_id": args.app_version_id}
@@ -394,6 +430,11 @@ def submit_body(
         "force": args.force or None,
     }
     body.update((key, value) for key, value in optional.items() if value is not None)
+    for field, flag in _SUBMIT_FLAGS.items():
+        value = body.get(field)
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str):
+                _require_utf8(flag, text)
     body.update(uploaded or {})
     return body
 
@@ -1281,7 +1322,8 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         metavar="PATH",
         help="AppWright spec to run; repeatable. A glob pattern ('tests/**/*.spec.js') is "
-        "expanded against the current directory when it matches files, else sent as given",
+        "expanded against the current directory and must match at least one file; a "
+        "plain path is sent as given",
     )
     submit.add_argument(
         "--target", choices=TARGETS, default="emulator", help="where to run (default: emulator)"

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -124,19 +125,41 @@ def _api(args: argparse.Namespace) -> int:
         local_mode=local_mode,
         access_log=args.access_log,
         grouping=args.grouping,
+        max_wait_s=args.max_wait,
     )
 
 
 def _token(args: argparse.Namespace) -> int:
-    from http_api.auth import create_token
+    from http_api import tokens
 
     url = _database(args)
     apply_migrations(url)
-    try:
-        print(create_token(url, args.org, label=args.label))
-    except ValueError as error:
-        print(f"qgjobd: --org: {error}", file=sys.stderr)
-        return 2
+    match args.action:
+        case "create":
+            scopes = [tokens.Scope(scope) for scope in args.scopes or ["jobs"]]
+            try:
+                print(tokens.create_token(url, args.org, label=args.label, scopes=scopes))
+            except ValueError as error:
+                print(f"qgjobd: --org: {error}", file=sys.stderr)
+                return 2
+        case "list":
+            for record in tokens.list_tokens(url, args.org):
+                revoked = record.revoked_at.isoformat() if record.revoked_at else "active"
+                fields = [
+                    str(record.token_id),
+                    record.org_id,
+                    ",".join(record.scopes),
+                    record.created_at.isoformat(),
+                    revoked,
+                    record.label or "",
+                ]
+                print("\t".join(fields))
+        case "revoke":
+            revoked_at = tokens.revoke_token(url, args.token_id)
+            if revoked_at is None:
+                print(f"qgjobd: no token {args.token_id}", file=sys.stderr)
+                return 2
+            print(f"revoked {args.token_id} at {revoked_at.isoformat()}")
     return 0
 
 
@@ -212,6 +235,13 @@ def _up(args: argparse.Namespace) -> int:
     finally:
         if started_here and cluster is not None:
             cluster.stop()
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds from 0 to 3600: {text}")
+    return value
 
 
 def run_until_signalled(service: Callable[[asyncio.Event], Awaitable[None]]) -> int:
@@ -309,6 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     api.add_argument("--access-log", action="store_true", help="log every request")
     api.add_argument(
+        "--max-wait",
+        type=_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="the longest ?wait= a long-poll may ask for (default: 60)",
+    )
+    api.add_argument(
         "--grouping",
         help="grouping strategy jobs are grouped by as they are submitted: app_version, "
         "repo, tag, priority or module:callable (default: $QGJOB_GROUPING or app_version)",
@@ -322,7 +359,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token_create.add_argument("--org", required=True, help="the organisation it acts for")
     token_create.add_argument("--label", help="a note saying who or what uses it")
+    token_create.add_argument(
+        "--scope",
+        dest="scopes",
+        action="append",
+        choices=["jobs", "metrics"],
+        help="what it may do; repeatable. jobs: submit, read and cancel the org's jobs "
+        "(the default); metrics: scrape /metrics",
+    )
     token_create.set_defaults(run=_token)
+    token_list = token_actions.add_parser(
+        "list",
+        help="list tokens, one a line: id, org, scopes, created, revoked or active, label",
+    )
+    token_list.add_argument("--org", help="only this organisation's")
+    token_list.set_defaults(run=_token)
+    token_revoke = token_actions.add_parser(
+        "revoke", help="revoke a token; every API server refuses it from then on"
+    )
+    token_revoke.add_argument("token_id", type=uuid.UUID, metavar="TOKEN_ID", help="from list")
+    token_revoke.set_defaults(run=_token)
     return parser
 
 

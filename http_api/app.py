@@ -2,7 +2,8 @@
 
 ``create_app(url, local_mode=...)`` builds an app for one database. The module attribute
 ``app`` is built on first access from the environment, so ``uvicorn http_api.app:app``
-works as is:
+works as is (add ``--http http_api.http_protocol:BoundedHttpToolsProtocol`` for the bound
+on request heads that ``qgjobd api`` has):
 
 - ``QGJOB_DATABASE_URL`` names the database; without it, the embedded cluster under
   ``$QGJOB_DATA_DIR/pg`` (default ``.qgjob/pg``) is started. Migrations are applied.
@@ -43,8 +44,7 @@ def routes() -> list[Route]:
         Route("/", dashboard.page, methods=["GET"]),
         Route("/dashboard/snapshot", dashboard.snapshot, methods=["GET"]),
         Route("/events/stream", dashboard.stream, methods=["GET"]),
-        Route("/jobs", jobs.submit_jobs, methods=["POST"]),
-        Route("/jobs", jobs.list_jobs, methods=["GET"]),
+        Route("/jobs", jobs.jobs_collection, methods=["GET", "POST"]),
         Route("/submit-job", jobs.submit_jobs, methods=["POST"]),
         Route("/jobs/{job_id}", jobs.get_job, methods=["GET"]),
         Route("/status/{job_id}", jobs.get_job, methods=["GET"]),
@@ -56,8 +56,7 @@ def routes() -> list[Route]:
         Route("/flaky", flaky.list_flaky, methods=["GET"]),
         Route("/groups", jobs.list_groups, methods=["GET"]),
         Route("/devices", jobs.list_devices, methods=["GET"]),
-        Route("/blobs/{sha256}", blobs.put_blob, methods=["PUT"]),
-        Route("/blobs/{sha256}", blobs.get_blob, methods=["GET"]),
+        Route("/blobs/{sha256}", blobs.blob, methods=["GET", "PUT"]),
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/metrics", ops.metrics, methods=["GET"]),

@@ -1,34 +1,34 @@
 """Who is calling: per-organisation API tokens, or local mode without tokens.
 
-A token is ``qgj_`` and 43 random URL-safe characters; the database keeps only its
-SHA-256 digest. With tokens, every read and write is scoped to the token's organisation.
-In local mode (a server on the loopback interface for one user) no token is needed and the
-organisation comes from the request itself.
+With tokens, every read and write is scoped to the token's organisation, and a token
+may do only what its scopes allow (tokens.py). In local mode (a server on the loopback
+interface for one user) no token is needed and the organisation comes from the request.
+
+A verified token is trusted for a while without asking the database again. Revoking a
+token notifies every API process (Channel.TOKENS), and forget() then drops them all; so
+does a reconnect of the listener, which may have missed a notification meanwhile.
 """
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import attrs
-import psycopg
 from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 
 from http_api.errors import ApiError
-from ledger.events import JobSubmitted
+from http_api.inputs import query_name
+from http_api.tokens import Scope, token_digest
 from ledger.sqlfile import load_queries
 
-__all__ = ["Authenticator", "Caller", "create_token", "token_digest"]
+__all__ = ["Authenticator", "Caller"]
 
 _QUERIES = load_queries(Path(__file__).with_name("queries.sql"))
-_PREFIX = "qgj_"
-#: How long a verified token is trusted without asking the database again.
+#: How long a verified token is trusted without asking the database again, should a
+#: revocation's notification never arrive.
 _CACHE_S = 30.0
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="qgjob"'}
 
@@ -48,7 +48,7 @@ class Caller:
 
     def org_for_read(self, request: Request) -> str | None:
         """The organisation a read is limited to; None (every org) only in local mode."""
-        return self._scoped(request.query_params.get("org") or None, field="org")
+        return self._scoped(query_name(request, "org"), field="org")
 
     def _scoped(self, requested: str | None, *, field: str) -> str | None:
         if self.org_id is None:
@@ -63,8 +63,11 @@ class Caller:
         return self.org_id
 
 
-def token_digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
+@attrs.frozen(kw_only=True)
+class _Verified:
+    caller: Caller
+    scopes: frozenset[Scope]
+    until: float
 
 
 class Authenticator:
@@ -73,11 +76,27 @@ class Authenticator:
     def __init__(self, pool: AsyncConnectionPool[Any], *, local_mode: bool) -> None:
         self._pool = pool
         self.local_mode = local_mode
-        self._verified: dict[bytes, tuple[Caller, float]] = {}
+        self._verified: dict[bytes, _Verified] = {}
 
-    async def caller(self, request: Request) -> Caller:
+    def forget(self) -> None:
+        """Drop every verified token: the next request of each asks the database again."""
+        self._verified.clear()
+
+    async def caller(self, request: Request, scope: Scope = Scope.JOBS) -> Caller:
+        """The request's caller, whose token must allow *scope*."""
         if self.local_mode:
             return Caller(org_id=None, actor="api:local")
+        verified = await self._verify(request)
+        if scope not in verified.scopes:
+            raise ApiError(
+                403,
+                "insufficient_scope",
+                f"this token may not do this: it needs the {scope.value!r} scope "
+                "(qgjobd token create --scope ...)",
+            )
+        return verified.caller
+
+    async def _verify(self, request: Request) -> _Verified:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(
@@ -89,37 +108,19 @@ class Authenticator:
             )
         digest = token_digest(token.strip())
         cached = self._verified.get(digest)
-        if cached is not None and cached[1] > time.monotonic():
-            return cached[0]
+        if cached is not None and cached.until > time.monotonic():
+            return cached
         async with self._pool.connection() as conn:
             cursor = await conn.execute(_QUERIES["token_org"], {"token_hash": digest})
             row = await cursor.fetchone()
         if row is None:
             self._verified.pop(digest, None)
             raise ApiError(401, "unauthorized", "the API token is not valid", headers=_CHALLENGE)
-        token_id, org_id = row
-        caller = Caller(org_id=org_id, actor=f"api:token:{token_id}")
-        self._verified[digest] = (caller, time.monotonic() + _CACHE_S)
-        return caller
-
-
-def create_token(url: str, org_id: str, label: str | None = None) -> str:
-    """Make a new token for *org_id*, store its digest, and return the token itself.
-
-    Raises ValueError when *org_id* is not a valid organisation name.
-    """
-    org_field = attrs.fields(JobSubmitted).org_id
-    assert org_field.validator is not None
-    org_field.validator(None, org_field, org_id)
-    token = _PREFIX + secrets.token_urlsafe(32)
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            _QUERIES["create_token"],
-            {
-                "token_id": uuid.uuid4(),
-                "org_id": org_id,
-                "token_hash": token_digest(token),
-                "label": label,
-            },
+        token_id, org_id, scopes = row
+        verified = _Verified(
+            caller=Caller(org_id=org_id, actor=f"api:token:{token_id}"),
+            scopes=frozenset(Scope(scope) for scope in scopes),
+            until=time.monotonic() + _CACHE_S,
         )
-    return token
+        self._verified[digest] = verified
+        return verified

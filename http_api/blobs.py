@@ -18,18 +18,25 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from http_api.auth import Caller
 from http_api.errors import ApiError
-from http_api.inputs import query_choice, query_text
+from http_api.inputs import query_choice, query_given
 from http_api.services import services
 from http_api.views import Json
 from ledger.blobs import Blob, BlobKind, is_digest, reference
 from ledger.bundles import BundleChecker
 from ledger.errors import BlobTooLarge, DigestMismatch, UnsafeArchive
 
-__all__ = ["get_blob", "put_blob"]
+__all__ = ["blob", "get_blob", "put_blob"]
 
 _KINDS = tuple(kind.value for kind in BlobKind)
 _MAX_NAME = 255
 _FILE_NAME = re.compile(r"^[^\x00-\x1f\x7f/\\]+$")
+
+
+async def blob(request: Request) -> Response:
+    """PUT stores, GET (and HEAD) reads: one route, so that its 405 allows both methods."""
+    if request.method == "PUT":
+        return await put_blob(request)
+    return await get_blob(request)
 
 
 async def put_blob(request: Request) -> JSONResponse:
@@ -41,7 +48,7 @@ async def put_blob(request: Request) -> JSONResponse:
     if kind_text is None:
         raise ApiError(400, "invalid_query", f"kind is required: {', '.join(_KINDS)}", field="kind")
     kind = BlobKind(kind_text)
-    name = query_text(request, "name", max_len=_MAX_NAME) or sha256
+    name = query_given(request, "name", max_len=_MAX_NAME) or sha256
     if not _FILE_NAME.match(name) or name in (".", ".."):
         raise ApiError(
             400,

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 import uvicorn
 from starlette.applications import Starlette
 
+from http_api.http_protocol import BoundedHttpToolsProtocol
+
 __all__ = ["serve_until"]
 
 
@@ -23,7 +25,14 @@ class _SharedLoopServer(uvicorn.Server):
 async def serve_until(app: Starlette, *, host: str, port: int, stop: asyncio.Event) -> None:
     """Serve *app* until *stop* is set, then shut down gracefully."""
     server = _SharedLoopServer(
-        uvicorn.Config(app, host=host, port=port, log_config=None, timeout_graceful_shutdown=5)
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            timeout_graceful_shutdown=5,
+            http=BoundedHttpToolsProtocol,
+        )
     )
     serving = asyncio.create_task(server.serve())
     stopping = asyncio.create_task(stop.wait())

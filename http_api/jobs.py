@@ -13,12 +13,15 @@ from http_api.blob_references import claim_references
 from http_api.cancel import cancel
 from http_api.errors import ApiError
 from http_api.inputs import (
+    MAX_TIMEOUT_S,
+    bounded_seconds,
     json_object,
     path_uuid,
     query_choice,
+    query_given,
     query_int,
+    query_name,
     query_number,
-    query_text,
     query_uuid,
 )
 from http_api.services import Services, services
@@ -40,6 +43,7 @@ __all__ = [
     "get_job",
     "get_run",
     "job_events",
+    "jobs_collection",
     "list_devices",
     "list_groups",
     "list_jobs",
@@ -87,6 +91,7 @@ async def submit_jobs(request: Request) -> JSONResponse:
     app = services(request)
     caller = await app.auth.caller(request)
     body = await json_object(request)
+    bounded_seconds(body, ("timeout_s", "queue_timeout_s"), high=MAX_TIMEOUT_S)
     requested_org = body.get("org_id")
     org_id = caller.org_for_write(requested_org if isinstance(requested_org, str) else None)
     submit_request = parse(body, org_id)
@@ -102,6 +107,13 @@ async def submit_jobs(request: Request) -> JSONResponse:
             request_id=request_id(request),
         )
     return JSONResponse(result.document(), status_code=201 if result.created else 200)
+
+
+async def jobs_collection(request: Request) -> JSONResponse:
+    """GET lists jobs, POST submits: one route, so that its 405 allows both methods."""
+    if request.method == "POST":
+        return await submit_jobs(request)
+    return await list_jobs(request)
 
 
 async def _long_poll(
@@ -144,15 +156,15 @@ async def list_jobs(request: Request) -> JSONResponse:
     """Jobs, newest first, filtered and keyset-paginated with ``cursor``."""
     app = services(request)
     caller = await app.auth.caller(request)
-    cursor = query_text(request, "cursor", max_len=500)
+    cursor = query_given(request, "cursor")
     try:
-        after = decode_cursor(cursor) if cursor else None
+        after = None if cursor is None else decode_cursor(cursor)
     except ValueError as error:
         raise ApiError(400, "invalid_query", str(error), field="cursor") from None
     where = reads.JobFilter(
         org_id=caller.org_for_read(request),
         status=query_choice(request, "status", JOB_STATUSES),
-        app_version_id=query_text(request, "app_version_id"),
+        app_version_id=query_name(request, "app_version_id"),
         run_id=query_uuid(request, "run_id"),
         after=after,
     )

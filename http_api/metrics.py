@@ -49,14 +49,16 @@ class _ReadModel:
     lag: list[tuple[str, int, float, bool]]
 
 
-async def _read_model(conn: psycopg.AsyncConnection[Any]) -> _ReadModel:
+async def _read_model(conn: psycopg.AsyncConnection[Any], org_id: str | None) -> _ReadModel:
     async def rows(name: str, params: dict[str, Any] | None = None) -> list[Any]:
         cursor = await conn.execute(_QUERIES[name], params)
         return await cursor.fetchall()
 
     return _ReadModel(
-        queue_depth=await rows("queue_depth_all"),
-        durations=await rows("job_durations", {"bounds": list(DURATION_BOUNDS)}),
+        queue_depth=await rows("queue_depth_all", {"org_id": org_id}),
+        durations=await rows(
+            "job_durations", {"bounds": list(DURATION_BOUNDS), "org_id": org_id}
+        ),
         devices=await rows("device_states"),
         installs=await rows("install_savings"),
         lag=await rows("projector_lag"),
@@ -190,8 +192,10 @@ class Metrics:
             registry=self.registry,
         )
 
-    async def render(self, conn: psycopg.AsyncConnection[Any]) -> bytes:
-        snapshot = await _read_model(conn)
+    async def render(self, conn: psycopg.AsyncConnection[Any], org_id: str | None) -> bytes:
+        """The metrics, with the per-organisation figures of *org_id* alone (of every
+        organisation when None)."""
+        snapshot = await _read_model(conn, org_id)
         # No await between storing the snapshot and rendering it: no other scrape interleaves.
         self._read_model.snapshot = snapshot
         return generate_latest(self.registry)

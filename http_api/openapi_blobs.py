@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from http_api.openapi_schemas import Json, error_bodies, json_body, ref
+from http_api.openapi_schemas import NAME, Json, error_bodies, json_body, ref
 from ledger.blobs import BlobKind
 
 __all__ = ["BLOB_PATHS", "BLOB_SCHEMAS"]
@@ -20,7 +20,7 @@ _ORG: Json = {
     "in": "query",
     "required": False,
     "description": "organisation; a token's own, required in local mode",
-    "schema": {"type": "string"},
+    "schema": NAME,
 }
 
 

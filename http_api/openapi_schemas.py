@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from http_api.inputs import MAX_TEXT, MAX_TIMEOUT_S
 from http_api.waiting import WAIT_REASONS
-from ledger.capabilities import Platform
+from ledger.capabilities import DEVICE_PATTERN, OS_VERSION_PATTERN, Platform
 from ledger.decisions import JobStatus
-from ledger.events import CaseStatus, Target
+from ledger.events import NAME_PATTERN, CaseStatus, Target
 
-__all__ = ["CASE_STATUSES", "SCHEMAS", "STATUSES", "Json", "error_bodies", "json_body", "ref"]
+__all__ = [
+    "CASE_STATUSES",
+    "NAME",
+    "SCHEMAS",
+    "STATUSES",
+    "Json",
+    "error_bodies",
+    "json_body",
+    "ref",
+    "text",
+]
 
 Json = dict[str, Any]
 
@@ -17,6 +28,32 @@ STATUSES = [status.value for status in JobStatus]
 CASE_STATUSES = [status.value for status in CaseStatus]
 _TARGETS = [target.value for target in Target]
 _PLATFORMS = [platform.value for platform in Platform]
+
+
+#: An organisation or app version id.
+NAME: Json = {"type": "string", "pattern": NAME_PATTERN}
+#: Text PostgreSQL can store: no NUL character (inputs.py refuses one with a 400).
+_NO_NUL = "^[^\\x00]*$"
+
+
+def text(max_length: int = MAX_TEXT, *, min_length: int = 0, nullable: bool = False) -> Json:
+    """A string field of a body or query, as inputs.py and the ledger bound it."""
+    schema: Json = {
+        "type": ["string", "null"] if nullable else "string",
+        "maxLength": max_length,
+        "pattern": _NO_NUL,
+    }
+    if min_length:
+        schema["minLength"] = min_length
+    return schema
+
+
+_SECONDS: Json = {
+    "type": ["number", "null"],
+    "exclusiveMinimum": 0,
+    "maximum": MAX_TIMEOUT_S,
+    "description": f"seconds, at most {MAX_TIMEOUT_S} (a week)",
+}
 
 
 def ref(name: str) -> Json:
@@ -33,7 +70,7 @@ def error_bodies(*statuses: int) -> Json:
     meaning = {
         400: "invalid input; `field` names it",
         401: "no valid API token",
-        403: "the token's organisation may not do this",
+        403: "another organisation's (`org`), or beyond the token's scopes",
         404: "no such thing for this organisation",
         409: "the job's history does not allow it",
         413: "body larger than 64 KiB",
@@ -45,9 +82,9 @@ def error_bodies(*statuses: int) -> Json:
 
 
 _SUBMIT_FIELDS: Json = {
-    "org_id": {"type": "string", "description": "owning organisation; a token implies it"},
-    "app_version_id": {"type": "string", "description": "the app build under test"},
-    "test_path": {"type": "string", "description": "one AppWright spec (a single job)"},
+    "org_id": {**NAME, "description": "owning organisation; a token implies it"},
+    "app_version_id": {**NAME, "description": "the app build under test"},
+    "test_path": {**text(min_length=1), "description": "one AppWright spec (a single job)"},
     "target": {"type": "string", "enum": _TARGETS},
     "priority": {"type": "integer", "minimum": 1, "maximum": 10, "default": 5},
     "platform": {
@@ -55,23 +92,29 @@ _SUBMIT_FIELDS: Json = {
         "enum": [*_PLATFORMS, None],
         "description": "what the device must run; absent: inferred from the build's suffix",
     },
-    "device": {"type": ["string", "null"], "description": "a device model, e.g. Pixel 8"},
+    "device": {
+        "type": ["string", "null"],
+        "pattern": DEVICE_PATTERN,
+        "description": "a device model, e.g. Pixel 8",
+    },
     "os_version": {
         "type": ["string", "null"],
+        "pattern": OS_VERSION_PATTERN,
         "description": "an OS version prefix: 14 is met by 14 and 14.1",
     },
     "build": {
-        "type": ["string", "null"],
+        **text(2048, nullable=True),
         "description": "app binary: path, URL, bs:// id, or sha256:<hex> of an uploaded build",
     },
-    "repo": {"type": ["string", "null"]},
-    "commit": {"type": ["string", "null"]},
-    "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 32},
+    "repo": text(512, nullable=True),
+    "commit": text(128, nullable=True),
+    "tags": {"type": "array", "items": text(), "maxItems": 32},
     "max_attempts": {"type": "integer", "minimum": 1, "maximum": 10, "default": 1},
-    "timeout_s": {"type": ["number", "null"], "exclusiveMinimum": 0},
-    "queue_timeout_s": {"type": ["number", "null"], "exclusiveMinimum": 0},
+    "timeout_s": _SECONDS,
+    "queue_timeout_s": _SECONDS,
     "supersede_key": {
         "type": ["string", "null"],
+        "pattern": NAME_PATTERN,
         "description": "a later run with this key may cancel this one (POST /runs/{id}/supersede)",
     },
     "rerun_of": {
@@ -90,6 +133,9 @@ _SUBMIT_FIELDS: Json = {
         "description": "queue even if an identical job is still queued or running",
     },
 }
+
+_PROFILE_FIELDS = ("platform", "device", "os_version")
+_TESTS: Json = {"type": "array", "items": text(min_length=1), "minItems": 1, "maxItems": 1000}
 
 SCHEMAS: Json = {
     "Error": {
@@ -119,15 +165,21 @@ SCHEMAS: Json = {
         "required": ["app_version_id", "tests", "target"],
         "properties": {
             **{k: v for k, v in _SUBMIT_FIELDS.items() if k != "test_path"},
-            "tests": {
-                "type": "array",
-                "items": {"type": "string"},
-                "minItems": 1,
-                "maxItems": 1000,
-            },
+            "tests": _TESTS,
+        },
+    },
+    "SubmitMatrix": {
+        "type": "object",
+        "description": "a device matrix: one job per test per profile, in one run; the "
+        "profiles say what each device must be, so the body itself does not",
+        "additionalProperties": False,
+        "required": ["app_version_id", "target", "profiles"],
+        "oneOf": [{"required": ["test_path"]}, {"required": ["tests"]}],
+        "properties": {
+            **{k: v for k, v in _SUBMIT_FIELDS.items() if k not in _PROFILE_FIELDS},
+            "tests": _TESTS,
             "profiles": {
                 "type": "array",
-                "description": "a device matrix: one job per test per profile, in one run",
                 "items": ref("DeviceProfile"),
                 "minItems": 1,
                 "maxItems": 20,
@@ -137,10 +189,11 @@ SCHEMAS: Json = {
     "DeviceProfile": {
         "type": "object",
         "additionalProperties": False,
-        "properties": {name: _SUBMIT_FIELDS[name] for name in ("platform", "device", "os_version")},
+        "properties": {name: _SUBMIT_FIELDS[name] for name in _PROFILE_FIELDS},
     },
     "Job": {
         "type": "object",
+        "required": ["job_id", "org_id", "app_version_id", "test_path", "target", "status"],
         "properties": {
             "job_id": {"type": "string", "format": "uuid"},
             "org_id": {"type": "string"},
@@ -227,6 +280,15 @@ SCHEMAS: Json = {
             "flake_rate": {"type": "number"},
             "last_failure": {"type": ["string", "null"], "format": "date-time"},
             "median_duration_s": {"type": ["number", "null"]},
+        },
+    },
+    "Suite": {
+        "type": "object",
+        "required": ["run_id", "jobs"],
+        "additionalProperties": False,
+        "properties": {
+            "run_id": {"type": "string", "format": "uuid"},
+            "jobs": {"type": "array", "items": ref("Job")},
         },
     },
     "Run": {

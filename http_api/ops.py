@@ -12,6 +12,7 @@ from http_api.errors import error_response
 from http_api.metrics import CONTENT_TYPE
 from http_api.openapi import openapi_document
 from http_api.services import services
+from http_api.tokens import Scope
 from ledger.sqlfile import load_queries
 
 __all__ = ["healthz", "metrics", "openapi", "readyz"]
@@ -53,13 +54,15 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    """Prometheus metrics in the text exposition format."""
+    """Prometheus metrics in the text exposition format; with tokens, the token's
+    organisation's figures and the fleet's, and only for a token with the metrics scope."""
     app = services(request)
+    caller = await app.auth.caller(request, Scope.METRICS)
     async with app.pool.connection() as conn:
-        body = await app.metrics.render(conn)
+        body = await app.metrics.render(conn, caller.org_for_read(request))
     return Response(body, media_type=CONTENT_TYPE)
 
 
 async def openapi(request: Request) -> JSONResponse:
     """This document: the API described as OpenAPI 3.1."""
-    return JSONResponse(openapi_document())
+    return JSONResponse(openapi_document(services(request).settings.max_wait_s))

@@ -3,11 +3,30 @@
 -- through ledger.store.
 
 -- name: token_org
-select token_id, org_id from api_tokens where token_hash = %(token_hash)s and revoked_at is null;
+select token_id, org_id, scopes
+from api_tokens
+where token_hash = %(token_hash)s and revoked_at is null;
 
 -- name: create_token
-insert into api_tokens (token_id, org_id, token_hash, label)
-values (%(token_id)s, %(org_id)s, %(token_hash)s, %(label)s);
+insert into api_tokens (token_id, org_id, token_hash, label, scopes)
+values (%(token_id)s, %(org_id)s, %(token_hash)s, %(label)s, %(scopes)s);
+
+-- name: list_tokens
+select token_id, org_id, scopes, label, created_at, revoked_at
+from api_tokens
+where %(org_id)s::text is null or org_id = %(org_id)s
+order by org_id, created_at, token_id;
+
+-- name: revoke_token
+-- The notification tells every API process to forget the tokens it trusts (auth.py), so
+-- the revocation holds on all of them as soon as this commits.
+with revoked as (
+    update api_tokens set revoked_at = coalesce(revoked_at, now())
+    where token_id = %(token_id)s
+    returning token_id, revoked_at
+)
+select revoked.token_id, revoked.revoked_at, pg_notify(%(channel)s, revoked.token_id::text)
+from revoked;
 
 -- name: submit
 -- migrations/040_open_jobs.sql
@@ -89,11 +108,20 @@ limit %(limit)s;
 
 -- name: devices
 -- Devices are the operator's fleet, shared by every organisation; the group a device
--- works on is shown only to the organisation that owns it.
+-- works on and the apps installed on it are shown only to the organisation that owns
+-- them (migrations/061_device_installs_by_org.sql).
 select d.device_id, d.name, d.target, d.agent_id, d.capabilities, d.state,
        case when %(org_id)s::text is null or g.org_id = %(org_id)s
             then d.current_group end as current_group,
-       d.installed_apps, d.installs, d.registered_at, d.last_seen_at
+       case when %(org_id)s::text is null then d.installed_apps
+            else array(
+                select installed.app
+                from jsonb_array_elements_text(d.installed_by_org -> %(org_id)s::text)
+                     with ordinality as installed (app, n)
+                order by installed.n
+            )
+       end as installed_apps,
+       d.installs, d.registered_at, d.last_seen_at
 from devices d
 left join groups g on g.group_id = d.current_group
 order by d.target, d.name, d.device_id;
@@ -123,7 +151,9 @@ select coalesce(
 from projector_checkpoints;
 
 -- name: queue_depth_all
-select org_id, target, status, depth from queue_depth;
+select org_id, target, status, depth
+from queue_depth
+where %(org_id)s::text is null or org_id = %(org_id)s;
 
 -- name: job_durations
 -- Finished jobs' run times in histogram buckets: bucket i counts durations in
@@ -132,6 +162,7 @@ select target, status, width_bucket(duration_s, %(bounds)s::float8[]) as bucket,
        count(*)::bigint as jobs, sum(duration_s) as total_s
 from jobs
 where duration_s is not null and status in ('passed', 'failed', 'error', 'timed_out')
+  and (%(org_id)s::text is null or org_id = %(org_id)s)
 group by target, status, bucket;
 
 -- name: device_states

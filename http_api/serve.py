@@ -8,6 +8,7 @@ import logging
 import uvicorn
 
 from http_api.app import create_app
+from http_api.http_protocol import BoundedHttpToolsProtocol
 
 __all__ = ["SHUTDOWN_GRACE_S", "run_api"]
 
@@ -34,6 +35,7 @@ def run_api(
     local_mode: bool,
     access_log: bool,
     grouping: str | None = None,
+    max_wait_s: float = 60.0,
 ) -> int:
     """Serve the API for the migrated database at *url* until SIGINT or SIGTERM."""
     if local_mode and not _is_loopback(host):
@@ -43,12 +45,13 @@ def run_api(
             host,
         )
     config = uvicorn.Config(
-        create_app(url, local_mode=local_mode, grouping=grouping),
+        create_app(url, local_mode=local_mode, grouping=grouping, max_wait_s=max_wait_s),
         host=host,
         port=port,
         log_config=None,
         access_log=access_log,
         timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+        http=BoundedHttpToolsProtocol,
     )
     uvicorn.Server(config).run()
     return 0

@@ -80,10 +80,17 @@ class Services:
             self.pool, settings.blob_retention, interval_s=settings.blob_collect_interval_s
         )
         self.auth = Authenticator(self.pool, local_mode=settings.local_mode)
-        self.listener = Listener(url, channels=(Channel.PROJECTIONS,))
+        self.listener = Listener(
+            url, channels=(Channel.PROJECTIONS, Channel.TOKENS), on_notification=self._heard
+        )
         self.changes = ReadModelChanges(self.pool, self.listener)
         self.notifier = Notifier(url, channels=(Channel.EVENTS,))
         self.metrics = Metrics()
+
+    def _heard(self, channel: Channel, _payload: str | None) -> None:
+        # Also on a reconnect (no payload): a revocation may have gone unheard meanwhile.
+        if channel is Channel.TOKENS:
+            self.auth.forget()
 
     @contextlib.asynccontextmanager
     async def opened(self) -> AsyncIterator[None]:

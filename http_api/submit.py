@@ -62,6 +62,7 @@ _PROFILE_FIELDS = ("platform", "device", "os_version")
 MAX_SUITE = 1000
 MAX_PROFILES = 20
 MAX_IDEMPOTENCY_KEY = 200
+_ABSENT = object()
 
 
 @attrs.frozen(kw_only=True)
@@ -114,11 +115,12 @@ def parse(body: dict[str, Any], org_id: str | None) -> SubmitRequest:
         )
     if org_id is not None:
         data.setdefault("org_id", org_id)
-    tests = data.pop("tests", None)
-    profiles = _profiles(data.pop("profiles", None), data)
-    if tests is None and profiles is None:
+    # Absent, not null: "tests": null is a wrong value, refused below.
+    tests = data.pop("tests", _ABSENT)
+    profiles = _profiles(data.pop("profiles"), data) if "profiles" in data else None
+    if tests is _ABSENT and profiles is None:
         return SubmitRequest(jobs=(_job(data),), run_id=None, force=force, digest=digest)
-    if tests is None:
+    if tests is _ABSENT:
         if "test_path" not in data:
             raise InvalidEvent("test_path is required", field="test_path")
         tests = [data.pop("test_path")]
@@ -151,10 +153,8 @@ def parse(body: dict[str, Any], org_id: str | None) -> SubmitRequest:
     return SubmitRequest(jobs=tuple(jobs), run_id=run_id, force=force, digest=digest)
 
 
-def _profiles(raw: object, data: dict[str, Any]) -> list[dict[str, Any]] | None:
-    """A device matrix's profiles, as the job fields each one sets; None when not given."""
-    if raw is None:
-        return None
+def _profiles(raw: object, data: dict[str, Any]) -> list[dict[str, Any]]:
+    """A device matrix's profiles, as the job fields each one sets."""
     if not isinstance(raw, list) or not raw or len(raw) > MAX_PROFILES:
         raise ApiError(
             400,

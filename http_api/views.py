@@ -7,9 +7,8 @@ so a client never sees 404 for a job it was just given.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
@@ -31,6 +30,7 @@ from ledger.events import (
 from ledger.store import RecordedEvent
 
 __all__ = [
+    "CURSOR_PATTERN",
     "JOB_STATUSES",
     "decode_cursor",
     "encode_cursor",
@@ -159,17 +159,24 @@ def event_document(recorded: RecordedEvent) -> Json:
     }
 
 
+#: What a cursor looks like: the job's submit time in microseconds since 1970, a dot, and
+#: its id in hex. Any string of this form is a place in the list, so the OpenAPI document
+#: can say exactly which strings are cursors.
+CURSOR_PATTERN = r"^[0-9]{1,16}\.[0-9a-f]{32}$"
+_CURSOR = re.compile(CURSOR_PATTERN)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
 def encode_cursor(job: Json) -> str:
-    """An opaque cursor pointing just after *job* in newest-first order."""
-    raw = json.dumps([job["submitted_at"], job["job_id"]]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    """A cursor pointing just after *job* in newest-first order."""
+    since_epoch = dt.datetime.fromisoformat(job["submitted_at"]) - _EPOCH
+    return f"{since_epoch // _MICROSECOND}.{UUID(job['job_id']).hex}"
 
 
 def decode_cursor(cursor: str) -> tuple[dt.datetime, UUID]:
-    """Raises ValueError when *cursor* is not one encode_cursor made."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        submitted_at, job_id = json.loads(raw)
-        return dt.datetime.fromisoformat(submitted_at), UUID(job_id)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"not a cursor this server made: {cursor!r}") from error
+    """Raises ValueError when *cursor* is not of the form encode_cursor makes."""
+    if not _CURSOR.fullmatch(cursor):
+        raise ValueError(f"not a cursor this server made: {cursor!r}")
+    micros, job_id = cursor.split(".")
+    return _EPOCH + int(micros) * _MICROSECOND, UUID(hex=job_id)

@@ -17,10 +17,19 @@ from pathlib import PurePosixPath
 import attrs
 from attrs import field
 
-__all__ = ["DeviceProfile", "Platform", "platform_of_build"]
+__all__ = [
+    "DEVICE_PATTERN",
+    "OS_VERSION_PATTERN",
+    "DeviceProfile",
+    "Platform",
+    "platform_of_build",
+]
 
-_DEVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._()+-]{0,99}$")
-_OS_VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,31}$")
+#: What a device model and an OS version look like (the OpenAPI document states them).
+DEVICE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 ._()+-]{0,99}$"
+OS_VERSION_PATTERN = r"^[0-9A-Za-z][0-9A-Za-z._-]{0,31}$"
+_DEVICE = re.compile(DEVICE_PATTERN)
+_OS_VERSION = re.compile(OS_VERSION_PATTERN)
 
 
 class Platform(enum.StrEnum):

@@ -10,10 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, get_args, get_origin
 from uuid import UUID
 
+import attrs
 import cattrs
 import orjson
 from cattrs.preconf.json import make_converter
@@ -121,6 +122,9 @@ def json_text(value: object) -> str:
 
 def structure(data: Any, cls: type[T]) -> T:
     """Structure *data* into *cls*, raising InvalidEvent naming the first bad field."""
+    if attrs.has(cls) and not isinstance(data, Mapping):
+        # cattrs would call data.keys() and fail with an AttributeError.
+        raise InvalidEvent(f"expected an object, got {type(data).__name__}")
     try:
         return converter.structure(data, cls)
     except (cattrs.ClassValidationError, cattrs.ForbiddenExtraKeysError) as error:

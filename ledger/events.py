@@ -23,6 +23,7 @@ __all__ = [
     "DEVICE_EVENTS",
     "JOB_EVENTS",
     "MAX_CASES",
+    "NAME_PATTERN",
     "PRIORITY_DEFAULT",
     "PRIORITY_MAX",
     "PRIORITY_MIN",
@@ -52,7 +53,9 @@ __all__ = [
 ]
 
 PRIORITY_MIN, PRIORITY_DEFAULT, PRIORITY_MAX = 1, 5, 10
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$")
+#: What an organisation or app version id looks like.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$"
+_NAME = re.compile(NAME_PATTERN)
 _BLOB_REFERENCE = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 

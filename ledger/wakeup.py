@@ -48,6 +48,8 @@ class Channel(enum.StrEnum):
     #: A job became claimable for the target the payload names (a submit, a retry, a
     #: hand-back): for device agents.
     QUEUE = "qgjob_queue"
+    #: An API token was revoked: for API processes, which forget the tokens they trust.
+    TOKENS = "qgjob_tokens"
 
 
 class Notifier:

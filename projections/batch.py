@@ -219,7 +219,13 @@ class BatchApplier:
             await self._rows(conn, filled, jobs, devices)
         fold = Fold(jobs, devices, events=len(events))
         for recorded in filled:
-            fold.apply(recorded.stream_id, recorded.version, recorded.event, recorded.recorded_at)
+            fold.apply(
+                recorded.stream_id,
+                recorded.version,
+                recorded.event,
+                recorded.recorded_at,
+                recorded.metadata,
+            )
         self._jobs.update(fold.jobs)
         self._devices.update(fold.devices)
         return fold

@@ -40,6 +40,7 @@ from ledger.events import (
     JobStarted,
     JobSubmitted,
     JobTimedOut,
+    Metadata,
 )
 from projections.deltas import BUCKET, GroupChange, NewGroup, QueueKey
 from projections.rows import DeviceRow, JobRow
@@ -85,12 +86,22 @@ class Fold:
         self.groups: dict[UUID, GroupChange] = {}
         self.queue: Counter[QueueKey] = Counter()
 
-    def apply(self, stream_id: UUID, version: int, event: Event, at: dt.datetime) -> bool:
-        """Apply one event; False when it was already applied or does not fit its stream."""
+    def apply(
+        self,
+        stream_id: UUID,
+        version: int,
+        event: Event,
+        at: dt.datetime,
+        metadata: Metadata | None = None,
+    ) -> bool:
+        """Apply one event; False when it was already applied or does not fit its stream.
+
+        *metadata* is needed for AppInstalled only, whose organisation owns the app.
+        """
         if isinstance(event, JOB_EVENTS):
             return self._job(stream_id, version, event, at)
         if isinstance(event, DEVICE_EVENTS):
-            return self._device(stream_id, version, event, at)
+            return self._device(stream_id, version, event, at, metadata)
         _log.warning("skipping %s on stream %s: not a job or device event", event, stream_id)
         return False
 
@@ -217,7 +228,14 @@ class Fold:
 
     # ---- devices --------------------------------------------------------------------------
 
-    def _device(self, device_id: UUID, version: int, event: Event, at: dt.datetime) -> bool:
+    def _device(
+        self,
+        device_id: UUID,
+        version: int,
+        event: Event,
+        at: dt.datetime,
+        metadata: Metadata | None,
+    ) -> bool:
         row = self.devices.get(device_id)
         if row is None:
             if not isinstance(event, DeviceRegistered):
@@ -247,6 +265,10 @@ class Fold:
                 row.installs += 1
                 if app_version_id not in row.installed_apps:
                     row.installed_apps.append(app_version_id)
+                if metadata is not None:
+                    own = row.installed_by_org.setdefault(metadata.org_id, [])
+                    if app_version_id not in own:
+                        own.append(app_version_id)
                 if group_id is not None:
                     self._group(group_id, at).installs += 1
             case DeviceRetired():

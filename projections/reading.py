@@ -47,7 +47,8 @@ class Read:
     event: Event
     recorded_at: dt.datetime
     txid: int
-    #: Read for JobSubmitted only: its org and correlation id go on the JobGrouped.
+    #: Read for JobSubmitted, whose org and correlation id go on the JobGrouped, and for
+    #: AppInstalled, whose org owns the installed app.
     metadata: Metadata | None
 
     @property

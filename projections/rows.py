@@ -90,6 +90,9 @@ class DeviceRow:
     current_group: UUID | None
     #: App versions installed on it, in order of first install.
     installed_apps: list[str]
+    #: The same by organisation, which alone may see its own: an app version id names
+    #: a build only within its organisation.
+    installed_by_org: dict[str, list[str]] = attrs.field(factory=dict)
     installs: int
     registered_at: dt.datetime
     #: When the device, or a job on it, last recorded an event.

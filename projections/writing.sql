@@ -43,11 +43,11 @@ where jobs.job_id = j.job_id;
 insert into devices (
     device_id, version, name, target, agent_id, capabilities, state, current_group,
     installed_apps, installs, registered_at, last_seen_at, active_jobs, attempts, busy_s,
-    retired_at, lease_expiries
+    retired_at, lease_expiries, installed_by_org
 )
 select device_id, version, name, target, agent_id, capabilities, state, current_group,
        installed_apps, installs, registered_at, last_seen_at, active_jobs, attempts, busy_s,
-       retired_at, lease_expiries
+       retired_at, lease_expiries, installed_by_org
 from json_populate_recordset(null::devices, %(rows)s::json)
 on conflict (device_id) do update set
     version = excluded.version,
@@ -58,6 +58,7 @@ on conflict (device_id) do update set
     state = excluded.state,
     current_group = excluded.current_group,
     installed_apps = excluded.installed_apps,
+    installed_by_org = excluded.installed_by_org,
     installs = excluded.installs,
     last_seen_at = excluded.last_seen_at,
     active_jobs = excluded.active_jobs,

@@ -57,7 +57,12 @@ def test_the_openapi_submit_schema_lists_the_fields_the_ledger_accepts() -> None
     ledger_fields = {field.name for field in attrs.fields(JobSubmitted)} - {"run_id"}
     assert set(schemas["SubmitJob"]["properties"]) == ledger_fields | {"force"}
     assert set(schemas["SubmitSuite"]["properties"]) == (
-        ledger_fields - {"test_path"} | {"force", "tests", "profiles"}
+        ledger_fields - {"test_path"} | {"force", "tests"}
+    )
+    profile = {"platform", "device", "os_version"}
+    assert set(schemas["DeviceProfile"]["properties"]) == profile
+    assert set(schemas["SubmitMatrix"]["properties"]) == (
+        ledger_fields - profile | {"force", "tests", "profiles"}
     )
 
 

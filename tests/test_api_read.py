@@ -11,8 +11,9 @@ import httpx
 import psycopg
 import pytest
 
-from http_api.auth import create_token
+from http_api.tokens import create_token
 from ledger.events import (
+    AppInstalled,
     DeviceRegistered,
     FailureKind,
     JobAssigned,
@@ -30,6 +31,7 @@ pytestmark = pytest.mark.anyio
 
 DEVICE = uuid.UUID("00000000-0000-4000-8000-00000000d001")
 RUNNER = Metadata(org_id="qualgent", actor="runner:test")
+ORGS = ("qualgent", "rival")
 
 
 @pytest.fixture
@@ -306,3 +308,54 @@ async def test_a_token_lists_only_its_own_orgs_jobs_and_groups(db_url: str) -> N
         assert (await client.get(f"/jobs/{rival['job_id']}", headers=mine)).status_code == 404
         run = await client.get(f"/runs/{uuid.uuid4()}", headers=mine)
         assert run.status_code == 404
+
+
+async def test_a_device_shows_each_org_only_its_own_installs_and_group(db_url: str) -> None:
+    tokens = {org: {"Authorization": f"Bearer {create_token(db_url, org)}"} for org in ORGS}
+    body = {k: v for k, v in job_body().items() if k != "org_id"}
+    async with api_client(db_url, local_mode=False) as client:
+        rival_job = (await client.post("/jobs", json=body, headers=tokens["rival"])).json()
+        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+            await append(
+                conn,
+                DEVICE,
+                0,
+                [DeviceRegistered(name="pixel-7", target=Target.DEVICE, agent_id="agent-1")],
+                Metadata(org_id="system", actor="runner:test"),
+            )
+            await append(
+                conn,
+                DEVICE,
+                1,
+                [
+                    AppInstalled(
+                        app_version_id="secret-build-7", group_id=uuid.UUID(rival_job["group_id"])
+                    )
+                ],
+                Metadata(org_id="rival", actor="runner:test"),
+            )
+            job_id = uuid.UUID(rival_job["job_id"])
+            await append(
+                conn,
+                job_id,
+                await stream_version(conn, job_id),
+                [JobAssigned(attempt=1, device_id=DEVICE, agent_id="agent-1")],
+                Metadata(org_id="rival", actor="runner:test"),
+            )
+        await _project(db_url)
+        seen = {
+            org: (await client.get("/devices", headers=tokens[org])).json()["devices"]
+            for org in ORGS
+        }
+        dashboard = (await client.get("/dashboard/snapshot", headers=tokens["qualgent"])).json()
+
+    assert [(d["name"], d["state"]) for d in seen["qualgent"]] == [("pixel-7", "busy")]
+    assert (seen["qualgent"][0]["installed_apps"], seen["qualgent"][0]["current_group"]) == (
+        [],
+        None,
+    )
+    assert (seen["rival"][0]["installed_apps"], seen["rival"][0]["current_group"]) == (
+        ["secret-build-7"],
+        rival_job["group_id"],
+    )
+    assert "secret-build-7" not in str(dashboard)

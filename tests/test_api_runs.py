@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from http_api.auth import create_token
+from http_api.tokens import create_token
 from projections.projector import Projector
 from tests.support.api import api_client, job_body, ledger_state
 

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -148,3 +149,33 @@ async def test_the_event_stream_sends_a_snapshot_now_and_after_each_change(
             assert time.monotonic() - started < 5
             assert [j["job_id"] for j in second["jobs"]] == [job["job_id"]]
             assert second["counts"] == {"grouped": 1}
+
+
+def _send_head(base: str, header_bytes: int) -> bytes:
+    """Send a GET whose one header holds *header_bytes* bytes; return what the server says."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"p" * header_bytes
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for start in range(0, len(head), 65536):
+                conn.sendall(head[start : start + 65536])
+            conn.sendall(b"\r\n\r\n")
+        answer = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := conn.recv(65536):
+                answer += chunk
+                if b"\r\n\r\n" in answer and b"connection: close" not in answer:
+                    break
+    return answer
+
+
+def test_a_request_head_over_64_kib_is_refused_431_and_the_server_serves_on(
+    db_url: str, tmp_path: Path
+) -> None:
+    env = {"QGJOB_DATABASE_URL": db_url, "QGJOB_AUTH": "local"}
+    with uvicorn_server(env, log=tmp_path / "uvicorn.log") as base:
+        # Over the bound in one read, and in many reads of a head that never ends.
+        assert _send_head(base, 70 * 1024).startswith(b"HTTP/1.1 431 ")
+        assert _send_head(base, 8 * 1024 * 1024).startswith(b"HTTP/1.1 431 ")
+        assert _send_head(base, 60 * 1024).startswith(b"HTTP/1.1 200 ")
+        assert httpx.get(f"{base}/healthz").status_code == 200

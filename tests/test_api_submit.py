@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from http_api import create_app
-from http_api.auth import create_token
+from http_api.tokens import create_token
 from ledger.events import JobGrouped
 from ledger.grouping import UnknownStrategy
 from ledger.store import read_stream
@@ -43,6 +43,22 @@ def _case(
     return pytest.param(route, headers, body, status, code, field, id=name)
 
 
+def _raw(**fields: bytes) -> bytes:
+    """A submit body with *fields* holding raw bytes, which need not be UTF-8."""
+    body = _json({k: v for k, v in job_body().items() if k not in fields})
+    for name, value in fields.items():
+        body = body.replace(b"}", b', "' + name.encode() + b'": "' + value + b'"}')
+    return body
+
+
+def _surrogate(field: str) -> bytes:
+    """A submit body whose *field* (a list for tags) holds a lone surrogate."""
+    escaped = '"\\ud800"'
+    value = f"[{escaped}]" if field == "tags" else escaped
+    body = json.dumps({k: v for k, v in job_body().items() if k != field})
+    return (body[:-1] + f', "{field}": {value}}}').encode()
+
+
 SUITE = _without("test_path")
 
 BAD_INPUTS = [
@@ -61,6 +77,14 @@ BAD_INPUTS = [
     _case("client run id", "POST /jobs", _json(job_body(run_id=str(uuid.uuid4()))), field="run_id"),
     _case("force not a boolean", "POST /jobs", _json(job_body(force="yes")), field="force"),
     _case("empty suite", "POST /jobs", _json({**SUITE, "tests": []}), field="tests"),
+    _case("null tests", "POST /jobs", _json({**SUITE, "tests": None}), field="tests"),
+    _case("null profiles", "POST /jobs", _json(job_body(profiles=None)), field="profiles"),
+    _case(
+        "a profile that is not an object",
+        "POST /jobs",
+        _json(job_body(profiles=[[None, None]])),
+        field="profiles[0]",
+    ),
     _case(
         "suite with a non-string test",
         "POST /jobs",
@@ -77,7 +101,45 @@ BAD_INPUTS = [
     ),
     _case("malformed JSON", "POST /jobs", b'{"org_id": "q",', code="malformed_json"),
     _case("NaN is not JSON", "POST /jobs", b'{"timeout_s": NaN}', code="malformed_json"),
-    _case("not UTF-8", "POST /jobs", b'{"org_id": "\xff"}', code="malformed_json"),
+    _case("not UTF-8", "POST /jobs", b'{"org_id": "\xff"}', field="org_id"),
+    _case("test path not UTF-8", "POST /jobs", _raw(test_path=b"a\xff.spec.js"), field="test_path"),
+    _case("NUL in test path", "POST /jobs", _json(job_body(test_path="a\0.js")), field="test_path"),
+    _case("NUL in a tag", "POST /jobs", _json(job_body(tags=["ok", "a\0"])), field="tags[1]"),
+    _case("NUL in build", "POST /jobs", _json(job_body(build="app\0.apk")), field="build"),
+    _case(
+        "NUL in a suite's test", "POST /jobs", _json({**SUITE, "tests": ["\0"]}), field="tests[0]"
+    ),
+    _case("lone surrogate in test path", "POST /jobs", _surrogate("test_path"), field="test_path"),
+    _case("lone surrogate in build", "POST /jobs", _surrogate("build"), field="build"),
+    _case("lone surrogate in a tag", "POST /jobs", _surrogate("tags"), field="tags[0]"),
+    _case("NUL in a field name", "POST /jobs", _json({**job_body(), "a\0": 1})),
+    _case("tag too long", "POST /jobs", _json(job_body(tags=["t" * 5000])), field="tags[0]"),
+    _case("infinite timeout", "POST /jobs", b'{"timeout_s": 1e999}', field="timeout_s"),
+    _case("absurd timeout", "POST /jobs", _json(job_body(timeout_s=1e300)), field="timeout_s"),
+    _case(
+        "week-long plus timeout", "POST /jobs", _json(job_body(timeout_s=604801)), field="timeout_s"
+    ),
+    _case(
+        "huge integer timeout", "POST /jobs", _json(job_body(timeout_s=10**400)), field="timeout_s"
+    ),
+    _case(
+        "infinite queue timeout",
+        "POST /jobs",
+        _json(job_body()).replace(b"}", b', "queue_timeout_s": 1e999}'),
+        field="queue_timeout_s",
+    ),
+    _case(
+        "absurd queue timeout",
+        "POST /jobs",
+        _json(job_body(queue_timeout_s=1e300)),
+        field="queue_timeout_s",
+    ),
+    _case(
+        "NUL in the cancel reason",
+        f"POST /jobs/{uuid.uuid4()}/cancel",
+        _json({"reason": "\0"}),
+        field="reason",
+    ),
     _case("JSON array body", "POST /jobs", _json([job_body()]), code="invalid_body"),
     _case("empty body", "POST /jobs", b"", code="empty_body"),
     _case(
@@ -131,6 +193,28 @@ BAD_INPUTS = [
         "wait too long", f"GET /jobs/{uuid.uuid4()}?wait=999", code="invalid_query", field="wait"
     ),
     _case("negative wait", f"GET /runs/{uuid.uuid4()}?wait=-1", code="invalid_query", field="wait"),
+    _case(
+        "NUL in a filter",
+        "GET /jobs?app_version_id=%00",
+        code="invalid_query",
+        field="app_version_id",
+    ),
+    _case(
+        "filter not UTF-8",
+        "GET /jobs?app_version_id=%FF",
+        code="invalid_query",
+        field="app_version_id",
+    ),
+    _case("NUL in the org", "GET /groups?org=a%00", code="invalid_query", field="org"),
+    _case("org not UTF-8", "GET /devices?org=%ED%A0%80", code="invalid_query", field="org"),
+    _case("NUL in a cursor", "GET /jobs?cursor=%00", code="invalid_query", field="cursor"),
+    _case("empty page size", "GET /jobs?limit=", code="invalid_query", field="limit"),
+    _case("padded page size", "GET /groups?limit=%205", code="invalid_query", field="limit"),
+    _case("page size twice", "GET /jobs?limit=5&limit=6", code="invalid_query", field="limit"),
+    _case("empty run filter", "GET /jobs?run_id=", code="invalid_query", field="run_id"),
+    _case(
+        "infinite wait", f"GET /jobs/{uuid.uuid4()}?wait=inf", code="invalid_query", field="wait"
+    ),
     _case("unknown path", "GET /nope", status=404, code="not_found"),
     _case("wrong method", "DELETE /jobs", status=405, code="method_not_allowed"),
 ]

@@ -12,7 +12,7 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from http_api import create_app
-from http_api.auth import create_token
+from http_api.tokens import create_token
 from ledger.blobs import CHUNK_BYTES, BlobKind, PostgresBlobStore, collect_garbage
 from ledger.store import read_stream
 from projections import Projector

@@ -101,16 +101,68 @@ def test_several_tests_build_a_suite_body_with_every_option(tmp_path: Path) -> N
     }
 
 
-def test_glob_patterns_expand_to_matching_files_and_others_pass_as_given(tmp_path: Path) -> None:
+def test_glob_patterns_expand_to_matching_files_and_plain_paths_pass_as_given(
+    tmp_path: Path,
+) -> None:
     for name in ["tests/login.spec.js", "tests/cart/pay.spec.js", "tests/notes.txt"]:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).touch()
 
     tests = qgjob.expand_tests(
-        ["tests/login.spec.js", "tests/**/*.spec.js", "remote/*.spec.js"], cwd=str(tmp_path)
+        ["tests/login.spec.js", "tests/**/*.spec.js", "remote/only.spec.js"], cwd=str(tmp_path)
     )
 
-    assert tests == ["tests/login.spec.js", "tests/cart/pay.spec.js", "remote/*.spec.js"]
+    assert tests == ["tests/login.spec.js", "tests/cart/pay.spec.js", "remote/only.spec.js"]
+
+
+def _submit_cli(tmp_path: Path, test: bytes | str, server: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            str(Path(qgjob.__file__).resolve()),
+            "--server",
+            server,
+            "submit",
+            "--org-id=q",
+            "--app-version-id=v",
+            b"--test=" + os.fsencode(test),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        errors="backslashreplace",
+        timeout=60,
+    )
+
+
+def test_a_glob_that_matches_nothing_is_exit_2_naming_the_pattern(
+    tmp_path: Path, closed_port: int
+) -> None:
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "login.spec.js").touch()
+
+    result = _submit_cli(tmp_path, "tests/**/*.spec.ts", f"http://127.0.0.1:{closed_port}")
+
+    assert result.returncode == 2, result.stderr
+    assert "'tests/**/*.spec.ts' matches no file" in result.stderr
+    assert "cannot reach" not in result.stderr
+
+
+@pytest.mark.parametrize("how", ["given", "matched by a glob"])
+def test_a_test_path_that_is_not_utf8_is_exit_2_naming_it(
+    tmp_path: Path, closed_port: int, how: str
+) -> None:
+    name = b"caf\xe9.spec.js"
+    if how == "given":
+        test = name
+    else:
+        (tmp_path / os.fsdecode(name)).touch()
+        test = b"*.spec.js"
+
+    result = _submit_cli(tmp_path, test, f"http://127.0.0.1:{closed_port}")
+
+    assert result.returncode == 2, result.stderr
+    assert "--test: 'caf\\xe9.spec.js' is not valid UTF-8" in result.stderr
 
 
 def test_a_glob_matching_several_files_submits_a_suite(

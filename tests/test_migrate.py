@@ -5,14 +5,19 @@ from __future__ import annotations
 import re
 import shutil
 import threading
+import uuid
 from importlib.resources import as_file
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
 from ledger import MigrationError
+from ledger.events import AppInstalled, DeviceRegistered, Metadata, Target
 from ledger.migrate import MIGRATIONS_DIR, apply_migrations, discover_migrations
+from ledger.store import append
+from projections.rebuild import rebuild
 
 
 def _applied(url: str) -> list[str]:
@@ -94,6 +99,47 @@ def test_migrated_schema_has_what_the_code_expects(db_url: str) -> None:
     assert columns == [
         "position", "stream_id", "version", "type", "data", "metadata", "recorded_at", "txid",
     ]
+
+
+@pytest.mark.anyio
+async def test_installs_by_organisation_are_filled_in_as_a_rebuild_would_list_them(
+    empty_db_url: str, tmp_path: Path
+) -> None:
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    for migration in discover_migrations():
+        if migration.version < 61:
+            (directory / migration.name).write_text(migration.sql)
+    apply_migrations(empty_db_url, directory)
+    device = uuid.uuid4()
+    installs = [("a", "v1"), ("b", "v2"), ("b", "v1"), ("a", "v3"), ("a", "v1")]
+    async with await psycopg.AsyncConnection.connect(empty_db_url, autocommit=True) as conn:
+        registered = DeviceRegistered(name="pixel", target=Target.DEVICE, agent_id="agent-1")
+        await append(conn, device, 0, [registered], Metadata(org_id="system", actor="runner"))
+        for version, (org, app) in enumerate(installs, start=1):
+            installed = AppInstalled(app_version_id=app)
+            await append(conn, device, version, [installed], Metadata(org_id=org, actor="runner"))
+        # The row as the projector wrote it before the column existed.
+        await conn.execute(
+            "insert into devices (device_id, version, name, target, agent_id, state, "
+            "installed_apps, installs, registered_at, last_seen_at) "
+            "values (%s, 6, 'pixel', 'device', 'agent-1', 'idle', '{v1,v2,v3}', 5, now(), now())",
+            (device,),
+        )
+
+    apply_migrations(empty_db_url)
+
+    def installed_by_org() -> Any:
+        with psycopg.connect(empty_db_url) as conn:
+            row = conn.execute(
+                "select installed_by_org from devices where device_id = %s", (device,)
+            ).fetchone()
+        assert row is not None
+        return row[0]
+
+    assert installed_by_org() == {"a": ["v1", "v3"], "b": ["v2", "v1"]}
+    await rebuild(empty_db_url)
+    assert installed_by_org() == {"a": ["v1", "v3"], "b": ["v2", "v1"]}
 
 
 def test_every_function_in_the_database_has_one_definition_a_reader_can_find(

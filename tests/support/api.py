@@ -63,7 +63,50 @@ def free_port() -> int:
 def uvicorn_server(env: Mapping[str, str], *, log: Path) -> Iterator[str]:
     """``uvicorn http_api.app:app`` in a subprocess on a free port; yields its base URL."""
     port = free_port()
-    command = [sys.executable, "-m", "uvicorn", "http_api.app:app", "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "http_api.app:app",
+        "--port",
+        str(port),
+        "--http",
+        "http_api.http_protocol:BoundedHttpToolsProtocol",
+    ]
+    with serving(command, env, port=port, log=log) as base:
+        yield base
+
+
+@contextlib.contextmanager
+def qgjobd_api(db_url: str, *args: str, log: Path) -> Iterator[str]:
+    """``qgjobd api`` (token mode unless *args* say otherwise) on a free port; yields its
+    base URL."""
+    port = free_port()
+    command = [sys.executable, "qgjobd.py", "api", "--port", str(port), *args]
+    with serving(command, {"QGJOB_DATABASE_URL": db_url}, port=port, log=log) as base:
+        yield base
+
+
+@contextlib.contextmanager
+def serving(command: list[str], env: Mapping[str, str], *, port: int, log: Path) -> Iterator[str]:
+    """Run *command*, an HTTP server on *port*, until the block ends; yields its base URL."""
+    base = f"http://127.0.0.1:{port}"
+    with running(command, env, log=log) as process:
+        wait_until(
+            lambda: process.poll() is not None or _answers(base),
+            timeout=30,
+            what=f"a server on port {port} (log: {log})",
+        )
+        assert process.poll() is None, f"the server exited: {log.read_text()}"
+        yield base
+
+
+@contextlib.contextmanager
+def running(
+    command: list[str], env: Mapping[str, str], *, log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """*command* in the repository, its output in *log*, stopped (SIGTERM) when the block
+    ends."""
     with log.open("wb") as output:
         process = subprocess.Popen(
             command,
@@ -72,15 +115,8 @@ def uvicorn_server(env: Mapping[str, str], *, log: Path) -> Iterator[str]:
             stdout=output,
             stderr=subprocess.STDOUT,
         )
-    base = f"http://127.0.0.1:{port}"
     try:
-        wait_until(
-            lambda: process.poll() is not None or _answers(base),
-            timeout=30,
-            what=f"uvicorn on port {port} (log: {log})",
-        )
-        assert process.poll() is None, f"uvicorn exited: {log.read_text()}"
-        yield base
+        yield process
     finally:
         process.terminate()
         try:
