@@ -6,6 +6,7 @@ submit schema lists exactly the fields the ledger's JobSubmitted accepts.
 
 from __future__ import annotations
 
+from http_api.openapi_dashboard import DASHBOARD_PATHS
 from http_api.openapi_schemas import SCHEMAS, STATUSES, Json, error_bodies, json_body, ref
 
 __all__ = ["openapi_document"]
@@ -347,5 +348,5 @@ def openapi_document() -> Json:
             "schemas": SCHEMAS,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
-        "paths": _PATHS,
+        "paths": {**_PATHS, **DASHBOARD_PATHS},
     }
