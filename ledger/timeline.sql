@@ -13,7 +13,7 @@ select e.recorded_at, e.type, e.stream_id,
        coalesce((e.data ->> 'handed_back')::boolean, false) as handed_back,
        e.metadata ->> 'org_id' as org_id
 from events e
-where e.recorded_at >= %(since)s and e.recorded_at < %(until)s
+where e.recorded_at >= %(since)s and e.recorded_at <= %(until)s
   and e.type in ('AppInstalled', 'JobAssigned', 'JobStarted', 'JobPassed', 'JobFailed',
                  'JobRetryScheduled', 'JobCancelled', 'JobTimedOut', 'JobLeaseExpired')
   and (%(org_id)s::text is null or e.metadata ->> 'org_id' = %(org_id)s)

@@ -13,9 +13,11 @@ import pytest
 
 from projections.projector import Projector
 from tests.support.api import job_body, uvicorn_server
-from tests.support.browser import CHROMIUM, rendered_dom
+from tests.support.browser import CHROMIUM, open_page
 
 pytestmark = pytest.mark.slow
+
+_LIVE = "document.getElementById('connection').dataset.state === 'live'"
 
 
 def _suite_body(tests: list[str]) -> dict[str, object]:
@@ -34,9 +36,12 @@ def test_the_dashboard_lists_runs_and_shows_a_queued_run_safely(db_url: str, tmp
         assert response.status_code == 201, response.text
         run_id = response.json()["run_id"]
         asyncio.run(Projector(db_url).catch_up())
-        home = rendered_dom(f"{base}/", tmp_path / "profile")
-        run_page = rendered_dom(f"{base}/#/runs/{run_id}", tmp_path / "profile")
-    assert 'data-state="live"' in home
+        with open_page(f"{base}/", tmp_path / "profile") as page:
+            page.wait_for(f"{_LIVE} && !!document.getElementById('runs')", what="the runs list")
+            home = page.dom()
+            page.goto(f"{base}/#/runs/{run_id}")
+            page.wait_for(f"{_LIVE} && !!document.getElementById('run-jobs')", what="the run")
+            run_page = page.dom()
     runs_table = home[home.index('id="runs"') :]
     assert f'href="#/runs/{run_id}"' in runs_table and "xyz123" in runs_table
     assert re.search(r'id="run-progress" data-percent="0"', run_page)

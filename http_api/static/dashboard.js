@@ -54,7 +54,7 @@ function el(tag, attributes, ...children) {
   for (const [name, value] of Object.entries(attributes || {})) {
     if (value !== null && value !== undefined && value !== false) element.setAttribute(name, String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined) continue;
     element.append(child instanceof Node ? child : String(child));
   }
@@ -66,7 +66,7 @@ function svg(tag, attributes, ...children) {
   for (const [name, value] of Object.entries(attributes || {})) {
     if (value !== null && value !== undefined) element.setAttribute(name, String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child !== null && child !== undefined) element.append(child instanceof Node ? child : String(child));
   }
   return element;
@@ -140,9 +140,12 @@ function percent(share) {
 
 // ---- the device timeline (SVG) ----------------------------------------------------------
 
-function timelineChart(data, width) {
-  const start = Date.parse(data.since);
-  const end = Math.max(Date.parse(data.until), Date.parse(data.generated_at) || 0);
+// The chart spans the window, or only its part with activity when *fit* is set.
+function timelineChart(data, width, fit) {
+  const end = Date.parse(data.until);
+  const starts = data.bars.map((bar) => Date.parse(bar.start));
+  const first = fit && starts.length ? Math.min(...starts) : Date.parse(data.since);
+  const start = Math.max(Date.parse(data.since), first - (end - first) * 0.02);
   const labelWidth = 190, laneHeight = 26, top = 26, right = 12;
   const lanes = data.lanes;
   const height = top + Math.max(lanes.length, 1) * laneHeight + 6;
@@ -188,10 +191,10 @@ function timelineChart(data, width) {
       "data-kind": bar.kind, "data-device": bar.device_id, "data-outcome": bar.outcome,
       "data-app-version": bar.app_version_id, "data-job": bar.job_id, "data-attempt": bar.attempt,
     }, svg("title", {}, title));
-    const label = w > 60
-      ? svg("text", { class: "bar-label", x: x0 + 4, y: y + 12 },
-            install ? "install " + bar.app_version_id : (bar.test_path || "").split("/").pop())
-      : null;
+    // Labelled only where the words fit inside the bar (about 6 px a character).
+    const words = (install ? ["install " + bar.app_version_id, bar.app_version_id]
+                           : [(bar.test_path || "").split("/").pop()]).find((text) => text.length * 6 + 8 < w);
+    const label = words ? svg("text", { class: "bar-label", x: x0 + 4, y: y + 12 }, words) : null;
     if (install) {
       chart.append(rect, label);
     } else {
@@ -206,10 +209,15 @@ function legend() {
     el("span", {}, el("i", { style: `background: var(--${name})` }), name.replace("_", " "))));
 }
 
-function timelineBlock(data) {
+function contentWidth() {
+  const main = document.getElementById("view");
+  const style = getComputedStyle(main);
+  return main.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight) - 2;
+}
+
+function timelineBlock(data, fit) {
   const holder = el("div", { class: "chart", id: "timeline" });
-  const width = Math.max((document.getElementById("view").clientWidth || 1100) - 4, 700);
-  holder.append(timelineChart(data, width));
+  holder.append(timelineChart(data, Math.max(contentWidth(), 700), fit));
   holder.dataset.installs = String(data.bars.filter((bar) => bar.kind === "install").length);
   holder.dataset.attempts = String(data.bars.filter((bar) => bar.kind === "attempt").length);
   return [holder, legend()];
@@ -277,7 +285,7 @@ async function runView(runId) {
       ["failed", (p) => (p.counts.failed || 0) + (p.counts.error || 0) + (p.counts.timed_out || 0), "num"],
     ], run.profiles, "no jobs", "profiles"),
     el("h3", {}, "Device timeline"),
-    timeline ? timelineBlock(timeline) : el("p", { class: "empty" }, "nothing ran yet"),
+    timeline ? timelineBlock(timeline, false) : el("p", { class: "empty" }, "nothing ran yet"),
     el("h3", {}, "Jobs"),
     table([
       ["test", (j) => [el("a", { href: "#/jobs/" + j.job_id }, j.test_path), casesList(j.tests)]],
@@ -373,7 +381,10 @@ async function timelineView() {
     el("h2", {}, "Device timeline"),
     el("div", { class: "windows" }, "last", WINDOWS.map(([name, s]) =>
       el("a", { href: "#/timeline?window=" + s, "aria-current": s === window ? "true" : null }, name))),
-    timelineBlock(data),
+    el("p", { class: "meta" }, data.bars.length
+      ? "from the window's first install or attempt until now"
+      : "nothing ran on a device of yours in this window"),
+    timelineBlock(data, true),
   ];
 }
 
@@ -433,6 +444,7 @@ async function render() {
   rendering = (async () => {
     do {
       renderAgain = false;
+      const shown = location.hash;
       const [section, view] = route();
       for (const link of document.querySelectorAll("nav a")) {
         if (link.dataset.view === section) link.setAttribute("aria-current", "page");
@@ -441,6 +453,7 @@ async function render() {
       const content = await view();
       const main = document.getElementById("view");
       main.replaceChildren(...content.flat().filter(Boolean));
+      document.body.dataset.view = shown || "#/";
       document.body.dataset.renderedAt = new Date().toISOString();
     } while (renderAgain);
   })();
