@@ -21,20 +21,15 @@ Last line: ``RESULT submit_1=… submit_8=… p50_ms=… p95_ms=… p99_ms=…``
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import http.client
 import itertools
 import json
 import multiprocessing
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -42,55 +37,11 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._database import bench_database
-from bench._processes import total_over_processes, zero_time_pipeline
+from bench._processes import api_server, total_over_processes, zero_time_pipeline
 
-ROOT = Path(__file__).resolve().parent.parent
 SECONDS = 5.0
 LATENCY_JOBS = 500
 LATENCY_GAP_S = 0.010
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@contextlib.contextmanager
-def _api(url: str) -> Iterator[int]:
-    port = _free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "http_api.app:app",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "QGJOB_DATABASE_URL": url, "QGJOB_AUTH": "local"},
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-                connection.request("GET", "/healthz")
-                if connection.getresponse().status == 200:
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the API did not start") from None
-                time.sleep(0.05)
-        yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def _test_path(client: int, index: int) -> str:
@@ -213,12 +164,12 @@ def _percentile(values: list[float], share: float) -> float:
 
 
 def main() -> None:
-    with bench_database() as url, _api(url) as port:
+    with bench_database() as url, api_server(url) as port:
         one = submits_per_second(port, 1)
         print(f"1 client:  {one:,.0f} submits/s")
         eight = submits_per_second(port, 8, first_client=1)
         print(f"8 clients: {eight:,.0f} submits/s")
-    with bench_database() as url, _api(url) as port:
+    with bench_database() as url, api_server(url) as port:
         latency = latencies_ms(url, port)
     p50, p95, p99 = (_percentile(latency, share) for share in (0.50, 0.95, 0.99))
     print(

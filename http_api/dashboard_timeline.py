@@ -44,15 +44,17 @@ def bars(activity: Iterable[Activity]) -> list[Json]:
         at = event.recorded_at
         if event.type == "AppInstalled":
             assert event.device_id is not None
-            drawn.append({
-                "kind": "install",
-                "device_id": str(event.device_id),
-                "start": lane_moved.get(event.device_id, at).isoformat(),
-                "end": at.isoformat(),
-                "outcome": "install",
-                "app_version_id": event.app_version_id,
-                "group_id": None if event.group_id is None else str(event.group_id),
-            })
+            drawn.append(
+                {
+                    "kind": "install",
+                    "device_id": str(event.device_id),
+                    "start": lane_moved.get(event.device_id, at).isoformat(),
+                    "end": at.isoformat(),
+                    "outcome": "install",
+                    "app_version_id": event.app_version_id,
+                    "group_id": None if event.group_id is None else str(event.group_id),
+                }
+            )
             lane_moved[event.device_id] = at
             continue
         attempt = event.attempt if event.attempt is not None else last_attempt.get(event.stream_id)

@@ -26,7 +26,7 @@ from http_api.services import services
 from http_api.views import Json, jsonable, run_document
 from ledger.decisions import TERMINAL
 from ledger.sqlfile import load_queries
-from ledger.timeline import device_activity
+from ledger.timeline import Activity, device_activity, run_activity
 
 __all__ = ["devices_view", "run_view", "runs_view", "timeline_view"]
 
@@ -123,17 +123,11 @@ async def _window(
     return window["since"], max(until, window["since"] + dt.timedelta(seconds=1)), window
 
 
-def _of_run(drawn: list[Json], window: dict[str, Any]) -> list[Json]:
-    jobs = {str(job_id) for job_id in window["job_ids"]}
-    groups = {str(group_id) for group_id in window["group_ids"] or ()}
-    return [bar for bar in drawn if bar.get("job_id") in jobs or bar.get("group_id") in groups]
-
-
 async def _timeline(
-    conn: Conn, org_id: str | None, since: dt.datetime, until: dt.datetime
+    conn: Conn, org_id: str | None, activity: list[Activity]
 ) -> tuple[list[Json], list[Json]]:
-    """The window's bars, labelled, and the lanes of the slots they are on."""
-    drawn = bars(await device_activity(conn, since, until, org_id))
+    """The bars of *activity*, labelled, and the lanes of the slots they are on."""
+    drawn = bars(activity)
     job_ids = list({UUID(bar["job_id"]) for bar in drawn if bar["kind"] == "attempt"})
     labels = {
         str(row["job_id"]): row
@@ -153,18 +147,23 @@ async def timeline_view(request: Request) -> JSONResponse:
     org_id = (await app.auth.caller(request)).org_for_read(request)
     async with app.pool.connection() as conn:
         since, until, run = await _window(conn, request, org_id)
-        drawn, lanes = await _timeline(conn, org_id, since, until)
+        if run is None:
+            activity = await device_activity(conn, since, until, org_id)
+        else:
+            activity = await run_activity(conn, run["job_ids"], run["group_ids"] or ())
+        drawn, lanes = await _timeline(conn, org_id, activity)
     if run is not None:
-        drawn = _of_run(drawn, run)
         used = {bar["device_id"] for bar in drawn}
         lanes = [lane for lane in lanes if lane["device_id"] in used]
-    return JSONResponse({
-        "generated_at": _now().isoformat(),
-        "since": since.isoformat(),
-        "until": until.isoformat(),
-        "lanes": lanes,
-        "bars": drawn,
-    })
+    return JSONResponse(
+        {
+            "generated_at": _now().isoformat(),
+            "since": since.isoformat(),
+            "until": until.isoformat(),
+            "lanes": lanes,
+            "bars": drawn,
+        }
+    )
 
 
 async def devices_view(request: Request) -> JSONResponse:
@@ -175,7 +174,8 @@ async def devices_view(request: Request) -> JSONResponse:
     until = _now()
     since = until - dt.timedelta(seconds=_HOUR_S)
     async with app.pool.connection() as conn:
-        drawn, lanes = await _timeline(conn, org_id, since, until)
+        activity = await device_activity(conn, since, until, org_id)
+        drawn, lanes = await _timeline(conn, org_id, activity)
         queue = await _rows(conn, _QUERIES["queue_by_profile"], {"org_id": org_id})
     busy = utilisation(drawn, since, until)
     for lane in lanes:

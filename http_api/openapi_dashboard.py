@@ -44,8 +44,16 @@ _BAR: Json = {
         "end": {"type": ["string", "null"], "format": "date-time"},
         "outcome": {
             "enum": [
-                "install", "running", "passed", "failed", "error", "retried",
-                "handed_back", "lease_expired", "cancelled", "timed_out",
+                "install",
+                "running",
+                "passed",
+                "failed",
+                "error",
+                "retried",
+                "handed_back",
+                "lease_expired",
+                "cancelled",
+                "timed_out",
             ]
         },
         "job_id": {"type": "string", "format": "uuid"},
@@ -118,8 +126,15 @@ DASHBOARD_PATHS: Json = {
     ),
     "/dashboard/runs/{run_id}": _get(
         "One run: progress, jobs with per-test results, per-profile breakdown",
-        [_ORG, {"name": "run_id", "in": "path", "required": True,
-                "schema": {"type": "string", "format": "uuid"}}],
+        [
+            _ORG,
+            {
+                "name": "run_id",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "format": "uuid"},
+            },
+        ],
         {
             "allOf": [ref("Run")],
             "properties": {

@@ -18,7 +18,7 @@ import psycopg
 
 from ledger.sqlfile import load_queries
 
-__all__ = ["Activity", "device_activity"]
+__all__ = ["Activity", "device_activity", "run_activity"]
 
 _QUERIES = load_queries(Path(__file__).with_name("timeline.sql"))
 
@@ -58,7 +58,8 @@ async def device_activity(
     unassigned: Collection[UUID] = {
         a.stream_id
         for a in window
-        if a.type != "JobAssigned" and a.type != "AppInstalled"
+        if a.type != "JobAssigned"
+        and a.type != "AppInstalled"
         and (a.stream_id, a.attempt) not in assigned
     }
     if not unassigned:
@@ -68,6 +69,15 @@ async def device_activity(
     )
     earlier = [Activity(**_named(cursor, row)) for row in await cursor.fetchall()]
     return earlier + window
+
+
+async def run_activity(
+    conn: psycopg.AsyncConnection[Any], job_ids: Collection[UUID], group_ids: Collection[UUID]
+) -> list[Activity]:
+    """The activity of these jobs, and the installs done for these groups, oldest first."""
+    params = {"job_ids": list(job_ids), "group_ids": list(group_ids)}
+    cursor = await conn.execute(_QUERIES["run_activity"], params)
+    return [Activity(**_named(cursor, row)) for row in await cursor.fetchall()]
 
 
 def _named(cursor: psycopg.AsyncCursor[Any], row: tuple[Any, ...]) -> dict[str, Any]:

@@ -28,7 +28,9 @@ def _suite_body(tests: list[str]) -> dict[str, object]:
 @pytest.mark.skipif(
     CHROMIUM is None, reason="needs Chromium for a real browser (apt-get install -y chromium)"
 )
-def test_the_dashboard_lists_runs_and_shows_a_queued_run_safely(db_url: str, tmp_path: Path) -> None:
+def test_the_dashboard_lists_runs_and_shows_a_queued_run_safely(
+    db_url: str, tmp_path: Path
+) -> None:
     env = {"QGJOB_DATABASE_URL": db_url, "QGJOB_AUTH": "local"}
     tests = ["tests/login.spec.js", "tests/<script>alert(1)</script>.spec.js"]
     with uvicorn_server(env, log=tmp_path / "uvicorn.log") as base:

@@ -88,15 +88,30 @@ def stack(
         url,
     ):
         tokens = {org: create_token(url, org) for org in ("acme", "globex")}
-        acme = _submit(base, tokens["acme"], {
-            "org_id": "acme", "app_version_id": "acme-app-1", "target": "emulator",
-            "tests": ACME_TESTS, "profiles": ACME_PROFILES, "max_attempts": 3,
-            "repo": "acme/shop", "commit": "0123456789abcdef",
-        })
-        globex = _submit(base, tokens["globex"], {
-            "org_id": "globex", "app_version_id": "globex-app-9", "target": "device",
-            "tests": ["tests/profile.spec.js", "tests/settings.spec.js"],
-        })
+        acme = _submit(
+            base,
+            tokens["acme"],
+            {
+                "org_id": "acme",
+                "app_version_id": "acme-app-1",
+                "target": "emulator",
+                "tests": ACME_TESTS,
+                "profiles": ACME_PROFILES,
+                "max_attempts": 3,
+                "repo": "acme/shop",
+                "commit": "0123456789abcdef",
+            },
+        )
+        globex = _submit(
+            base,
+            tokens["globex"],
+            {
+                "org_id": "globex",
+                "app_version_id": "globex-app-9",
+                "target": "device",
+                "tests": ["tests/profile.spec.js", "tests/settings.spec.js"],
+            },
+        )
         yield {"base": base, "url": url, "tokens": tokens, "runs": {"acme": acme, "globex": globex}}
 
 
@@ -133,8 +148,10 @@ _LIVE = "document.getElementById('connection').dataset.state === 'live'"
 def _show(page: Page, stack: dict[str, Any], view: str) -> str:
     """The DOM once the page has drawn *view* (a fragment such as /devices)."""
     page.goto(f"{stack['base']}/#{view}")
-    page.wait_for(f"document.body.dataset.view === {json.dumps('#' + view)} && {_LIVE}",
-                  what=f"the page to draw {view}")
+    page.wait_for(
+        f"document.body.dataset.view === {json.dumps('#' + view)} && {_LIVE}",
+        what=f"the page to draw {view}",
+    )
     return page.dom()
 
 
@@ -171,7 +188,8 @@ def test_the_run_page_follows_a_suite_to_100_percent_with_its_device_timeline(
         assert first < 100, "the page was opened before the suite ended"
         page.wait_for(
             "document.getElementById('run-progress').dataset.percent === '100'",
-            timeout=120, what="the run page to reach 100 %",
+            timeout=120,
+            what="the run page to reach 100 %",
         )
         run = _run_done(stack, "acme")
         # The last change drawn is the one that ended the run: its timeline is closed.
@@ -196,7 +214,9 @@ def test_the_run_page_follows_a_suite_to_100_percent_with_its_device_timeline(
 
     ledger = _ledger(stack["url"], "acme")
     bars = _bars(live)
-    installs = [(b["data-device"], b["data-app-version"]) for b in bars if b["data-kind"] == "install"]
+    installs = [
+        (b["data-device"], b["data-app-version"]) for b in bars if b["data-kind"] == "install"
+    ]
     # One install per (slot, app version): every later batch on the slot reuses it.
     assert sorted(installs) == sorted(set(installs)) == sorted(set(ledger["installs"]))
     attempts = Counter(b["data-job"] for b in bars if b["data-kind"] == "attempt")
@@ -218,6 +238,7 @@ def test_the_job_page_shows_its_ledger_timeline_output_tests_and_provenance(
     failed = next(job for job in run["jobs"] if job["test_path"] == "tests/checkout-fail.spec.js")
     with _browser(stack, "acme", tmp_path) as page:
         dom = _show(page, stack, f"/jobs/{failed['job_id']}")
+        page.screenshot(tmp_path / "job.png")
     timeline = dom[dom.index('id="job-timeline"') : dom.index('id="job-tests"')]
     for event in ("JobSubmitted", "JobGrouped", "JobAssigned", "JobStarted", "JobFailed"):
         assert f"<td>{event}</td>" in timeline, event
@@ -243,6 +264,8 @@ def test_each_organisation_sees_only_its_runs_jobs_and_the_devices_it_used(
     for org in ("acme", "globex"):
         with _browser(stack, org, tmp_path) as page:
             pages[org] = {view: _show(page, stack, view) for view in views}
+            _show(page, stack, "/devices")
+            page.screenshot(tmp_path / f"devices-{org}.png")
     for org, own, other, other_app in (
         ("acme", acme_run, globex_run, "globex-app-9"),
         ("globex", globex_run, acme_run, "acme-app-1"),
@@ -255,7 +278,9 @@ def test_each_organisation_sees_only_its_runs_jobs_and_the_devices_it_used(
             assert 'data-state="live"' in dom, (org, view)
             assert other_app not in dom, (org, view)
     acme_devices = pages["acme"]["/devices"][pages["acme"]["/devices"].index('id="devices"') :]
-    globex_devices = pages["globex"]["/devices"][pages["globex"]["/devices"].index('id="devices"') :]
+    globex_devices = pages["globex"]["/devices"][
+        pages["globex"]["/devices"].index('id="devices"') :
+    ]
     assert "android-1" in acme_devices and "ios-sim" in acme_devices
     assert "phone-1" not in acme_devices and "phone-1" not in pages["acme"]["/timeline"]
     assert "phone-1" in globex_devices and "globex-app-9" in globex_devices

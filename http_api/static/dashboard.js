@@ -73,7 +73,8 @@ function svg(tag, attributes, ...children) {
 }
 
 function table(columns, rows, emptyText, id) {
-  const head = el("tr", {}, columns.map(([title, , className]) => el("th", { class: className }, title)));
+  const head = el("tr", {}, columns.map(([title, , className]) =>
+    el("th", { class: className === "num" ? "num" : null }, title)));
   const body = el("tbody");
   if (rows.length === 0) {
     body.append(el("tr", {}, el("td", { class: "empty", colspan: columns.length }, emptyText)));
@@ -399,7 +400,7 @@ async function devicesView() {
       ["state", (d) => status(d.state)],
       ["installed apps", (d) => (d.installed_apps || []).join(", ")],
       ["busy, last hour", (d) => el("div", { class: "util" },
-        progressBar({ running: d.utilisation }, 1), percent(d.utilisation))],
+        progressBar({ running: d.utilisation }, 1), (d.utilisation * 100).toFixed(1) + " %")],
       ["last seen", (d) => time(d.last_seen_at)],
     ], data.devices, "no devices used", "devices"),
     el("h3", {}, "Queue by target and profile"),

@@ -73,7 +73,10 @@ class Page:
         ]
         self.send(
             "Emulation.setDeviceMetricsOverride",
-            width=_WIDTH, height=_HEIGHT, deviceScaleFactor=1, mobile=False,
+            width=_WIDTH,
+            height=_HEIGHT,
+            deviceScaleFactor=1,
+            mobile=False,
         )
         self.goto(url)
 
