@@ -26,7 +26,7 @@ from http_api.services import services
 from http_api.views import Json, jsonable, run_document
 from ledger.decisions import TERMINAL
 from ledger.sqlfile import load_queries
-from ledger.timeline import Activity, device_activity, run_activity
+from ledger.timeline import device_activity, run_activity
 
 __all__ = ["devices_view", "run_view", "runs_view", "timeline_view"]
 
@@ -123,11 +123,8 @@ async def _window(
     return window["since"], max(until, window["since"] + dt.timedelta(seconds=1)), window
 
 
-async def _timeline(
-    conn: Conn, org_id: str | None, activity: list[Activity]
-) -> tuple[list[Json], list[Json]]:
-    """The bars of *activity*, labelled, and the lanes of the slots they are on."""
-    drawn = bars(activity)
+async def _label(conn: Conn, drawn: list[Json]) -> None:
+    """Name each attempt bar's test and run."""
     job_ids = list({UUID(bar["job_id"]) for bar in drawn if bar["kind"] == "attempt"})
     labels = {
         str(row["job_id"]): row
@@ -136,9 +133,13 @@ async def _timeline(
     for bar in drawn:
         if (label := labels.get(bar.get("job_id", ""))) is not None:
             bar.update(test_path=label["test_path"], run_id=jsonable(label["run_id"]))
+
+
+async def _lanes(conn: Conn, org_id: str | None, drawn: list[Json]) -> list[Json]:
+    """The slots the caller's organisation used, those with bars here among them."""
     used = list({UUID(bar["device_id"]) for bar in drawn})
     lanes = await _rows(conn, _QUERIES["dashboard_devices"], {"org_id": org_id, "also": used})
-    return drawn, [jsonable(lane) for lane in lanes]
+    return [jsonable(lane) for lane in lanes]
 
 
 async def timeline_view(request: Request) -> JSONResponse:
@@ -151,7 +152,9 @@ async def timeline_view(request: Request) -> JSONResponse:
             activity = await device_activity(conn, since, until, org_id)
         else:
             activity = await run_activity(conn, run["job_ids"], run["group_ids"] or ())
-        drawn, lanes = await _timeline(conn, org_id, activity)
+        drawn = bars(activity)
+        await _label(conn, drawn)
+        lanes = await _lanes(conn, org_id, drawn)
     if run is not None:
         used = {bar["device_id"] for bar in drawn}
         lanes = [lane for lane in lanes if lane["device_id"] in used]
@@ -174,8 +177,8 @@ async def devices_view(request: Request) -> JSONResponse:
     until = _now()
     since = until - dt.timedelta(seconds=_HOUR_S)
     async with app.pool.connection() as conn:
-        activity = await device_activity(conn, since, until, org_id)
-        drawn, lanes = await _timeline(conn, org_id, activity)
+        drawn = bars(await device_activity(conn, since, until, org_id))
+        lanes = await _lanes(conn, org_id, drawn)
         queue = await _rows(conn, _QUERIES["queue_by_profile"], {"org_id": org_id})
     busy = utilisation(drawn, since, until)
     for lane in lanes:

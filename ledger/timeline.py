@@ -10,11 +10,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any
+from typing import Any, LiteralString
 from uuid import UUID
 
 import attrs
 import psycopg
+from psycopg.rows import class_row
 
 from ledger.sqlfile import load_queries
 
@@ -52,8 +53,7 @@ async def device_activity(
     """The window's activity of *org_id* (every org when None), oldest first, preceded
     by the assignments of attempts that began before the window and go on in it."""
     params = {"since": since, "until": until, "org_id": org_id}
-    cursor = await conn.execute(_QUERIES["device_activity"], params)
-    window = [Activity(**_named(cursor, row)) for row in await cursor.fetchall()]
+    window = await _activity(conn, _QUERIES["device_activity"], params)
     assigned = {(a.stream_id, a.attempt) for a in window if a.type == "JobAssigned"}
     unassigned: Collection[UUID] = {
         a.stream_id
@@ -64,10 +64,9 @@ async def device_activity(
     }
     if not unassigned:
         return window
-    cursor = await conn.execute(
-        _QUERIES["assignments_before"], {"job_ids": list(unassigned), "since": since}
+    earlier = await _activity(
+        conn, _QUERIES["assignments_before"], {"job_ids": list(unassigned), "since": since}
     )
-    earlier = [Activity(**_named(cursor, row)) for row in await cursor.fetchall()]
     return earlier + window
 
 
@@ -76,10 +75,12 @@ async def run_activity(
 ) -> list[Activity]:
     """The activity of these jobs, and the installs done for these groups, oldest first."""
     params = {"job_ids": list(job_ids), "group_ids": list(group_ids)}
-    cursor = await conn.execute(_QUERIES["run_activity"], params)
-    return [Activity(**_named(cursor, row)) for row in await cursor.fetchall()]
+    return await _activity(conn, _QUERIES["run_activity"], params)
 
 
-def _named(cursor: psycopg.AsyncCursor[Any], row: tuple[Any, ...]) -> dict[str, Any]:
-    assert cursor.description is not None
-    return {column.name: value for column, value in zip(cursor.description, row, strict=True)}
+async def _activity(
+    conn: psycopg.AsyncConnection[Any], query: LiteralString, params: dict[str, Any]
+) -> list[Activity]:
+    async with conn.cursor(row_factory=class_row(Activity)) as cursor:
+        await cursor.execute(query, params)
+        return await cursor.fetchall()
