@@ -193,7 +193,7 @@ function timelineChart(data, width, fit) {
       "data-app-version": bar.app_version_id, "data-job": bar.job_id, "data-attempt": bar.attempt,
     }, svg("title", {}, title));
     // Labelled only where the words fit inside the bar (about 6 px a character).
-    const words = (install ? ["install " + bar.app_version_id, bar.app_version_id]
+    const words = (install ? ["install " + bar.app_version_id, bar.app_version_id, "install"]
                            : [(bar.test_path || "").split("/").pop()]).find((text) => text.length * 6 + 8 < w);
     const label = words ? svg("text", { class: "bar-label", x: x0 + 4, y: y + 12 }, words) : null;
     if (install) {
