@@ -3,12 +3,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint bench man clean browser
+.PHONY: up test lint bench man clean browser containers
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[server,test]'
 	touch $(STAMP)
 
 up: $(STAMP)
@@ -20,7 +20,16 @@ browser:
 	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || \
 		{ apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
-test: $(STAMP) browser
+# The container tests build and run the image with Debian's podman, its runtime runc
+# (crun cannot run on these machines' hybrid cgroups) and a base image debootstrap makes;
+# installed when missing and when we may, else those tests say why they skipped.
+# netavark and aardvark-dns give compose's services a network with a name for each.
+CONTAINER_PACKAGES := podman runc netavark aardvark-dns debootstrap
+containers:
+	@dpkg -s $(CONTAINER_PACKAGES) >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
+		{ apt-get update -qq && apt-get install -y -qq $(CONTAINER_PACKAGES) >/dev/null; }
+
+test: $(STAMP) browser containers
 	$(BIN)/pytest
 
 lint: $(STAMP)
@@ -32,10 +41,9 @@ bench: $(STAMP)
 
 man: man/qgjob.1
 
+# The page is built as the package is built ([tool.build_manpages] in pyproject.toml).
 man/qgjob.1: qgjob.py $(STAMP)
-	mkdir -p man
-	$(BIN)/argparse-manpage --pyfile qgjob.py --function build_parser --project-name qgjob \
-		--description "submit and follow AppWright test jobs on a qgjob server" --output $@
+	$(BIN)/python -c 'import setuptools; setuptools.setup()' --quiet build_manpages
 
 clean:
 	rm -rf $(VENV) .qgjob

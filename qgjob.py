@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fnmatch
 import glob
+import gzip
+import hashlib
 import http.client
 import json
 import math
 import os
+import posixpath
 import re
 import shutil
 import signal
 import socket
+import stat
 import sys
+import tarfile
+import tempfile
 import textwrap
 import threading
 import time
@@ -27,15 +34,19 @@ import urllib.request
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn
 
 __all__ = [
+    "Bundle",
     "Client",
     "build_parser",
+    "bundle_tests",
     "expand_tests",
+    "find_project",
     "junit_xml",
     "main",
     "outcome",
+    "pack_project",
     "results_table",
     "run",
     "submit_body",
@@ -200,6 +211,23 @@ class Client:
     ) -> Json:
         return self.request("POST", path, body=body, headers=headers)
 
+    def exists(self, path: str, query: dict[str, Any] | None = None) -> bool:
+        """Whether HEAD *path* finds something (2xx) rather than nothing (404)."""
+        try:
+            self.request("HEAD", path, query=query)
+        except ApiError as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
+    def put_file(
+        self, path: str, file: IO[bytes], size: int, query: dict[str, Any] | None = None
+    ) -> Json:
+        """PUT the content of *file*, streamed from its start, never read whole."""
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        return self.request("PUT", path, query=query, upload=file, headers=headers)
+
     def request(
         self,
         method: str,
@@ -207,20 +235,22 @@ class Client:
         *,
         query: dict[str, Any] | None = None,
         body: Json | None = None,
+        upload: IO[bytes] | None = None,
         headers: dict[str, str] | None = None,
         timeout: float = REQUEST_TIMEOUT_S,
     ) -> Json:
         """Send one request, retrying connection failures and 502/503/504 with backoff.
 
         Retrying a POST is safe only because callers that create things send an
-        Idempotency-Key, which goes out unchanged on every try.
+        Idempotency-Key, which goes out unchanged on every try; retrying an upload, because
+        it names its content by digest. *upload* is sent from its start on every try.
         """
         url = self.server + path
         params = {k: v for k, v in (query or {}).items() if v is not None}
         if params:
             url += "?" + urllib.parse.urlencode(params)
         all_headers = {"Accept": "application/json", "User-Agent": USER_AGENT, **(headers or {})}
-        data = None
+        data: bytes | IO[bytes] | None = upload
         if body is not None:
             data = json.dumps(body).encode()
             all_headers["Content-Type"] = "application/json"
@@ -229,6 +259,8 @@ class Client:
         started = time.monotonic()
         attempt = 0
         while True:
+            if upload is not None:
+                upload.seek(0)
             req = urllib.request.Request(url, data=data, headers=all_headers, method=method)
             try:
                 return self._send(req, timeout)
@@ -257,7 +289,7 @@ class Client:
             if isinstance(cause, ConnectionError | TimeoutError | http.client.HTTPException):
                 raise _Retryable(unreachable) from exc
             raise unreachable from exc
-        return self._decode(payload)
+        return {} if req.get_method() == "HEAD" else self._decode(payload)
 
     def _decode(self, payload: bytes) -> Json:
         try:
@@ -275,7 +307,9 @@ class Client:
             code, field = error.get("code"), error.get("field")
         except (ValueError, KeyError, TypeError):
             reason = http.client.responses.get(status, "error")
-            return ApiError(self.server, status, f"{reason}, not from the qgjob API", None, None)
+            # An answer to HEAD has no body to say more.
+            text = reason if not payload else f"{reason}, not from the qgjob API"
+            return ApiError(self.server, status, text, None, None)
         return ApiError(
             self.server,
             status,
@@ -324,9 +358,20 @@ def expand_tests(patterns: Iterable[str], cwd: str | None = None) -> list[str]:
     return list(tests)
 
 
-def submit_body(args: argparse.Namespace, cwd: str | None = None) -> Json:
-    """The POST /jobs body for parsed ``submit`` arguments: one job, or a suite of several."""
-    tests = expand_tests(args.tests, cwd)
+def submit_body(
+    args: argparse.Namespace,
+    cwd: str | None = None,
+    *,
+    tests: list[str] | None = None,
+    uploaded: Json | None = None,
+) -> Json:
+    """The POST /jobs body for parsed ``submit`` arguments: one job, or a suite of several.
+
+    *tests*, when given, replaces the expanded ``--test`` patterns (specs sent relative to
+    a bundle's root); *uploaded* adds or replaces fields (``bundle``, ``build``,
+    ``platform``) naming what was uploaded.
+    """
+    tests = expand_tests(args.tests, cwd) if tests is None else tests
     body: Json = {"org_id": args.org_id, "app_version_id": args.app_version_id}
     # A superseding submit is always a run, even of one test: runs are what it cancels.
     if len(tests) == 1 and not args.supersede and not args.profiles:
@@ -349,6 +394,7 @@ def submit_body(args: argparse.Namespace, cwd: str | None = None) -> Json:
         "force": args.force or None,
     }
     body.update((key, value) for key, value in optional.items() if value is not None)
+    body.update(uploaded or {})
     return body
 
 
@@ -375,8 +421,228 @@ def profile_label(job: Json) -> str:
     return " ".join(stated) or "any"
 
 
+# --- bundles and builds -------------------------------------------------------------------
+
+PROJECT_CONFIG = "appwright.config.*"
+#: Never packed into a bundle, wherever they are: the runner installs node_modules itself.
+NEVER_PACKED = frozenset({"node_modules", ".git"})
+#: What a local build's suffix says about the platform it runs on.
+BUILD_PLATFORMS = {".apk": "android", ".aab": "android", ".ipa": "ios", ".app": "ios"}
+UPLOAD_BLOCK = 1024 * 1024
+#: Fixed stamps for every archive entry, so the same files always pack to the same digest.
+_PACKED_MTIME = 0
+
+
+def find_project(start: str) -> str | None:
+    """The nearest directory from *start* upward holding an ``appwright.config.*``."""
+    here = os.path.abspath(start)
+    while True:
+        if glob.glob(os.path.join(glob.escape(here), PROJECT_CONFIG)):
+            return here
+        parent = os.path.dirname(here)
+        if parent == here:
+            return None
+        here = parent
+
+
+class _GitIgnore:
+    """The .gitignore rules of a project, read simply: a pattern without a slash matches a
+    name at any depth below its file, one with a slash matches the path from the file's
+    directory, a trailing slash matches directories only. Negations (``!``) are not
+    supported and are skipped."""
+
+    def __init__(self) -> None:
+        #: (directory the rule's file is in, relative to the root; pattern; dirs only)
+        self._rules: list[tuple[str, str, bool, bool]] = []
+
+    def read(self, root: str, directory: str) -> None:
+        try:
+            with open(os.path.join(root, directory, ".gitignore"), encoding="utf-8") as file:
+                lines = file.read().splitlines()
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for line in lines:
+            pattern = line.strip()
+            if not pattern or pattern.startswith(("#", "!")):
+                continue
+            dirs_only = pattern.endswith("/")
+            pattern = pattern.rstrip("/")
+            anchored = "/" in pattern
+            self._rules.append((directory, pattern.lstrip("/"), dirs_only, anchored))
+
+    def ignores(self, path: str, *, is_dir: bool) -> bool:
+        for directory, pattern, dirs_only, anchored in self._rules:
+            if dirs_only and not is_dir:
+                continue
+            if directory and not path.startswith(directory + "/"):
+                continue
+            below = path[len(directory) + 1 :] if directory else path
+            subject = below if anchored else posixpath.basename(below)
+            if fnmatch.fnmatchcase(subject, pattern):
+                return True
+        return False
+
+
+def _project_files(root: str) -> Iterator[str]:
+    """Every file and symlink under *root* a bundle holds, as sorted '/'-separated paths."""
+    ignore = _GitIgnore()
+
+    def walk(directory: str) -> Iterator[str]:
+        ignore.read(root, directory)
+        with os.scandir(os.path.join(root, directory)) as entries:
+            ordered = sorted(entries, key=lambda entry: entry.name)
+        for entry in ordered:
+            path = f"{directory}/{entry.name}" if directory else entry.name
+            is_dir = entry.is_dir(follow_symlinks=False)
+            if entry.name in NEVER_PACKED or ignore.ignores(path, is_dir=is_dir):
+                continue
+            if is_dir:
+                yield from walk(path)
+            elif entry.is_file(follow_symlinks=False) or entry.is_symlink():
+                yield path
+
+    yield from walk("")
+
+
+class Bundle:
+    """A project packed as a reproducible tar.gz in a temporary file, removed on close."""
+
+    def __init__(self, root: str, file: IO[bytes], members: list[str]) -> None:
+        self.root = root
+        self.file = file
+        #: The packed paths, relative to the root.
+        self.members = members
+        self.size, self.sha256 = _digest_of(file)
+
+    def __enter__(self) -> Bundle:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.file.close()
+
+
+def pack_project(root: str) -> Bundle:
+    """Pack the AppWright project at *root* (everything but node_modules, .git and what its
+    .gitignore files ignore) into a tar.gz whose digest depends only on the files' paths,
+    contents and executable bits. Raises CliError for a symlink leading out of *root*."""
+    root = os.path.abspath(root)
+    members = list(_project_files(root))
+    # The Bundle owns the file and closes it; a bundle may be too big to hold in memory.
+    file = tempfile.TemporaryFile()  # noqa: SIM115
+    try:
+        with (
+            gzip.GzipFile(filename="", mode="wb", fileobj=file, mtime=_PACKED_MTIME) as packed,
+            tarfile.open(fileobj=packed, mode="w", format=tarfile.PAX_FORMAT) as archive,
+        ):
+            for member in members:
+                info = _entry(root, member)
+                if info.isreg():
+                    with open(os.path.join(root, member), "rb") as content:
+                        archive.addfile(info, content)
+                else:
+                    archive.addfile(info)
+        return Bundle(root, file, members)
+    except BaseException:
+        file.close()
+        raise
+
+
+def _entry(root: str, member: str) -> tarfile.TarInfo:
+    path = os.path.join(root, member)
+    info = tarfile.TarInfo(member)
+    info.mtime = _PACKED_MTIME
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    if os.path.islink(path):
+        target = os.readlink(path)
+        resolved = os.path.normpath(os.path.join(os.path.dirname(member), target))
+        if os.path.isabs(target) or resolved == ".." or resolved.startswith("../"):
+            raise CliError(f"{path} is a symlink leading out of the project ({target})")
+        info.type = tarfile.SYMTYPE
+        info.linkname = target
+        info.mode = 0o777
+        return info
+    status = os.stat(path)
+    info.mode = 0o755 if status.st_mode & stat.S_IXUSR else 0o644
+    info.size = status.st_size
+    return info
+
+
+def _digest_of(file: IO[bytes]) -> tuple[int, str]:
+    """The size and SHA-256 of *file*, read from its start in blocks."""
+    file.seek(0)
+    hasher = hashlib.sha256()
+    size = 0
+    while block := file.read(UPLOAD_BLOCK):
+        hasher.update(block)
+        size += len(block)
+    return size, hasher.hexdigest()
+
+
+def bundle_tests(tests: Iterable[str], cwd: str, bundle: Bundle) -> list[str]:
+    """*tests*, as written from *cwd*, relative to the bundle's root. Raises CliError for
+    a spec outside the project or not packed into the bundle."""
+    packed = set(bundle.members)
+    relative = []
+    for test in tests:
+        path = os.path.relpath(os.path.abspath(os.path.join(cwd, test)), bundle.root)
+        path = path.replace(os.sep, "/")
+        if path == ".." or path.startswith("../"):
+            raise CliError(f"the spec {test} is outside the project {bundle.root} it is sent in")
+        if path not in packed:
+            raise CliError(
+                f"the spec {test} is not in the project {bundle.root} "
+                "(no such file, or ignored by a .gitignore)"
+            )
+        relative.append(path)
+    return relative
+
+
+def _upload(client: Client, org_id: str, kind: str, name: str, file: IO[bytes]) -> str:
+    """Upload *file* as a blob unless the server has it already; returns its reference."""
+    size, digest = _digest_of(file)
+    path = _path("blobs", digest)
+    if not client.exists(path, {"org": org_id}):
+        client.put_file(path, file, size, {"org": org_id, "kind": kind, "name": name})
+        _note(f"uploaded {kind} {name} ({size} bytes, sha256:{digest})")
+    return f"sha256:{digest}"
+
+
+def _is_local_build(build: str) -> bool:
+    """Whether ``--build`` names a file here to upload, rather than a URL, a bs:// id or a
+    path on the runner host."""
+    return "://" not in build and os.path.isfile(build)
+
+
+def _prepare_uploads(args: argparse.Namespace, client: Client) -> tuple[list[str], Json]:
+    """Pack and upload the project and a local build as needed; returns the specs to send
+    and the body fields naming the uploads."""
+    cwd = os.getcwd()
+    tests = expand_tests(args.tests, cwd)
+    uploaded: Json = {}
+    if args.project is not None and not os.path.isdir(args.project):
+        raise CliError(f"--project {args.project} is not a directory")
+    root = args.project or find_project(os.path.dirname(os.path.join(cwd, tests[0])))
+    if root is not None:
+        with pack_project(root) as bundle:
+            tests = bundle_tests(tests, cwd, bundle)
+            uploaded["bundle"] = _upload(client, args.org_id, "bundle", "tests.tar.gz", bundle.file)
+    if args.build is not None and os.path.isdir(args.build):
+        raise CliError(f"--build {args.build} is a directory; pass an .apk, .aab or .ipa file")
+    if args.build is not None and _is_local_build(args.build):
+        name = os.path.basename(args.build)
+        with open(args.build, "rb") as build:
+            uploaded["build"] = _upload(client, args.org_id, "build", name, build)
+        # The server infers a platform from the build's suffix, which sha256:<hex> lacks.
+        platform = BUILD_PLATFORMS.get(os.path.splitext(name)[1].lower())
+        if platform is not None and args.platform is None and not args.profiles:
+            uploaded["platform"] = platform
+    return tests, uploaded
+
+
 def _cmd_submit(args: argparse.Namespace, client: Client) -> int:
-    return _submit(args, client, submit_body(args))
+    tests, uploaded = _prepare_uploads(args, client)
+    return _submit(args, client, submit_body(args, tests=tests, uploaded=uploaded))
 
 
 def _submit(args: argparse.Namespace, client: Client, body: Json) -> int:
@@ -1051,7 +1317,17 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument(
         "--build",
         metavar="LOCATION",
-        help="where the app binary is: a path on the runner, a URL or a bs:// id",
+        help="the app binary: a file here (.apk, .aab, .ipa) is uploaded, unless the server "
+        "has it already; a URL, a bs:// id or a path on the runner host is sent as given",
+    )
+    submit.add_argument(
+        "--project",
+        metavar="DIR",
+        help="the AppWright project the specs belong to, packed (without node_modules and "
+        "what .gitignore ignores) and uploaded unless the server has it already; specs are "
+        "sent relative to it (default: the nearest directory upward from the first spec "
+        f"holding {PROJECT_CONFIG}; none found: specs are sent as given, for a runner with "
+        "its own project folder)",
     )
     submit.add_argument("--repo", help="repository the tests come from")
     submit.add_argument("--commit", metavar="SHA", help="commit the tests come from")

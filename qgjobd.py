@@ -9,28 +9,84 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
-import attrs
-import uvloop
+try:
+    import attrs
+    import psycopg
+    import uvloop
 
-from ledger.embedded import DATABASE_URL_ENV, EmbeddedCluster, database_url
-from ledger.errors import QgjobError
-from ledger.migrate import apply_migrations
+    from ledger.embedded import DATABASE_URL_ENV, EmbeddedCluster, database_url
+    from ledger.errors import QgjobError
+    from ledger.migrate import apply_migrations
+except ModuleNotFoundError as missing:  # `pip install qgjob` is the CLI alone
+    sys.exit(f"qgjobd: {missing.name} is missing: the server is pip install 'qgjob[server]'")
 
 __all__ = ["build_parser", "main"]
 
 Command = Callable[[argparse.Namespace], int]
 
+#: The address ``up`` and ``api`` bind by default; the container image sets 0.0.0.0.
+HOST_ENV = "QGJOB_HOST"
+#: How long a role waits at start for an external PostgreSQL to accept connections:
+#: services started together (a compose file) come up in any order.
+DATABASE_WAIT_S = 60.0
+_log = logging.getLogger("qgjobd")
+
 
 def _data_dir(args: argparse.Namespace) -> Path:
     return Path(args.data_dir) / "pg"
+
+
+def _database(args: argparse.Namespace) -> str:
+    """The database's URL, once it accepts connections: the embedded one is started."""
+    with _sigterm_interrupts():
+        url = database_url(_data_dir(args))
+        if os.environ.get(DATABASE_URL_ENV):
+            _wait_for_database(url, DATABASE_WAIT_S)
+    return url
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM interrupts what runs inside, as Ctrl-C does.
+
+    A container's PID 1 ignores a signal it has no handler for, and the services install
+    theirs only once they run: without this, `docker stop` would wait out its grace.
+    """
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _wait_for_database(url: str, timeout: float) -> None:
+    # libpq reports "not up yet" and "wrong password" alike, so every failure is retried
+    # until the deadline and each new reason is logged as it comes.
+    deadline = time.monotonic() + timeout
+    reported = ""
+    while True:
+        try:
+            psycopg.connect(url, connect_timeout=5).close()
+            return
+        except psycopg.OperationalError as error:
+            if time.monotonic() > deadline:
+                raise QgjobError(
+                    f"the database did not accept a connection within {timeout:g} s: {error}"
+                ) from None
+            if str(error) != reported:
+                reported = str(error)
+                _log.info("waiting for the database: %s", reported)
+            time.sleep(1)
 
 
 def _db(args: argparse.Namespace) -> int:
@@ -50,7 +106,7 @@ def _db(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    applied = apply_migrations(database_url(_data_dir(args)))
+    applied = apply_migrations(_database(args))
     print("\n".join(f"applied {name}" for name in applied) or "schema is up to date")
     return 0
 
@@ -58,7 +114,7 @@ def _migrate(args: argparse.Namespace) -> int:
 def _api(args: argparse.Namespace) -> int:
     from http_api.serve import run_api
 
-    url = database_url(_data_dir(args))
+    url = _database(args)
     apply_migrations(url)
     local_mode = args.auth == "local"
     return run_api(
@@ -74,7 +130,7 @@ def _api(args: argparse.Namespace) -> int:
 def _token(args: argparse.Namespace) -> int:
     from http_api.auth import create_token
 
-    url = database_url(_data_dir(args))
+    url = _database(args)
     apply_migrations(url)
     try:
         print(create_token(url, args.org, label=args.label))
@@ -89,7 +145,7 @@ def _runner(args: argparse.Namespace) -> int:
     from runner.cli import config_from_args
 
     config = config_from_args(args)
-    url = database_url(_data_dir(args))
+    url = _database(args)
     apply_migrations(url)
     return run_until_signalled(functools.partial(run_agent, url, config))
 
@@ -97,7 +153,7 @@ def _runner(args: argparse.Namespace) -> int:
 def _projector(args: argparse.Namespace) -> int:
     from projections.commands import projector_from_args
 
-    url = database_url(_data_dir(args))
+    url = _database(args)
     apply_migrations(url)
     return run_until_signalled(projector_from_args(url, args).run)
 
@@ -105,7 +161,7 @@ def _projector(args: argparse.Namespace) -> int:
 def _rebuild(args: argparse.Namespace) -> int:
     from projections.commands import run_rebuild
 
-    url = database_url(_data_dir(args))
+    url = _database(args)
     apply_migrations(url)
     return run_rebuild(url, args.name)
 
@@ -132,7 +188,7 @@ def _up(args: argparse.Namespace) -> int:
         print(f"qgjobd: --simulated: {error}", file=sys.stderr)
         return 2
     config = AgentConfig(name="local", slots=slots_from_spec(args.slots), simulated=simulated)
-    logging.getLogger("qgjobd").info(
+    _log.info(
         "qgjob on http://%s:%d in local mode: no API tokens needed, every org is served. "
         "Devices are SIMULATED (%s; %s). Ctrl-C stops everything.",
         args.host, args.port, args.slots, args.simulated,
@@ -149,7 +205,7 @@ def _up(args: argparse.Namespace) -> int:
     # Ctrl-C stops everything, the embedded PostgreSQL too, unless it was running before.
     cluster = None if os.environ.get(DATABASE_URL_ENV) else EmbeddedCluster(_data_dir(args))
     started_here = cluster is not None and cluster.status() is None
-    url = database_url(_data_dir(args))
+    url = _database(args)
     try:
         apply_migrations(url)
         return run_until_signalled(everything)
@@ -174,6 +230,15 @@ def run_until_signalled(service: Callable[[asyncio.Event], Awaitable[None]]) -> 
 
     uvloop.run(main())
     return 0
+
+
+def _add_address_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--host",
+        default=os.environ.get(HOST_ENV, "127.0.0.1"),
+        help=f"address to bind (default: ${HOST_ENV} or 127.0.0.1)",
+    )
+    parser.add_argument("--port", type=int, default=8000, help="port to bind (default: 8000)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,8 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     up = commands.add_parser(
         "up", help="run everything locally: database, API, projector, simulated devices"
     )
-    up.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    up.add_argument("--port", type=int, default=8000, help="port to bind (default: 8000)")
+    _add_address_arguments(up)
     up.add_argument(
         "--slots", default=UP_SLOTS, help=f"simulated device slots (default: {UP_SLOTS})"
     )
@@ -235,8 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     runner.set_defaults(run=_runner)
 
     api = commands.add_parser("api", help="serve the HTTP API (uvicorn)")
-    api.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    api.add_argument("--port", type=int, default=8000, help="port to bind (default: 8000)")
+    _add_address_arguments(api)
     api.add_argument(
         "--auth",
         choices=["token", "local"],

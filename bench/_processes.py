@@ -1,4 +1,4 @@
-"""Processes a benchmark starts: the API, qgjobd roles, and load generators on every core."""
+"""Processes a benchmark starts: qgjobd roles, and load generators on every core."""
 
 from __future__ import annotations
 
@@ -19,6 +19,21 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@contextlib.contextmanager
+def qgjobd(url: str, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``qgjobd ARGS`` against *url*; SIGTERM it (it drains) on leaving."""
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "qgjobd.py"), *args],
+        env={**os.environ, "QGJOB_DATABASE_URL": url, "QGJOB_LOG_LEVEL": "WARNING"},
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -27,8 +42,9 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def api_server(url: str) -> Iterator[int]:
-    """``uvicorn http_api.app:app`` on a free port (local mode, no access log); its port."""
+def api_server(url: str) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """``uvicorn http_api.app:app`` (one worker, local mode, no access log) on a free port
+    against *url*; yields the port and the process once it answers /healthz."""
     port = _free_port()
     process = subprocess.Popen(
         [
@@ -57,25 +73,10 @@ def api_server(url: str) -> Iterator[int]:
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("the API did not start") from None
                 time.sleep(0.05)
-        yield port
+        yield port, process
     finally:
         process.terminate()
         process.wait(timeout=30)
-
-
-@contextlib.contextmanager
-def qgjobd(url: str, *args: str) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``qgjobd ARGS`` against *url*; SIGTERM it (it drains) on leaving."""
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "qgjobd.py"), *args],
-        env={**os.environ, "QGJOB_DATABASE_URL": url, "QGJOB_LOG_LEVEL": "WARNING"},
-    )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
 
 
 @contextlib.contextmanager

@@ -164,12 +164,12 @@ def _percentile(values: list[float], share: float) -> float:
 
 
 def main() -> None:
-    with bench_database() as url, api_server(url) as port:
+    with bench_database() as url, api_server(url) as (port, _):
         one = submits_per_second(port, 1)
         print(f"1 client:  {one:,.0f} submits/s")
         eight = submits_per_second(port, 8, first_client=1)
         print(f"8 clients: {eight:,.0f} submits/s")
-    with bench_database() as url, api_server(url) as port:
+    with bench_database() as url, api_server(url) as (port, _):
         latency = latencies_ms(url, port)
     p50, p95, p99 = (_percentile(latency, share) for share in (0.50, 0.95, 0.99))
     print(

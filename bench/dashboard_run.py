@@ -183,7 +183,7 @@ def _p(values: list[float], share: float) -> float:
 
 
 def main() -> None:
-    with bench_database() as url, api_server(url) as port:
+    with bench_database() as url, api_server(url) as (port, _):
         started = time.perf_counter()
         run_ids = _submit_suites(port)
         asyncio.run(_run_everything(url))

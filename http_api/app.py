@@ -23,7 +23,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from http_api import dashboard, dashboard_views, flaky, jobs, ops, runs
+from http_api import blobs, dashboard, dashboard_views, flaky, jobs, ops, runs
 from http_api.errors import exception_handlers
 from http_api.metrics import RequestMetrics
 from http_api.services import Services, Settings
@@ -63,6 +63,8 @@ def routes() -> list[BaseRoute]:
         Route("/flaky", flaky.list_flaky, methods=["GET"]),
         Route("/groups", jobs.list_groups, methods=["GET"]),
         Route("/devices", jobs.list_devices, methods=["GET"]),
+        Route("/blobs/{sha256}", blobs.put_blob, methods=["PUT"]),
+        Route("/blobs/{sha256}", blobs.get_blob, methods=["GET"]),
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/metrics", ops.metrics, methods=["GET"]),

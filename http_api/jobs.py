@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from http_api import reads
+from http_api.blob_references import claim_references
 from http_api.cancel import cancel
 from http_api.errors import ApiError
 from http_api.inputs import (
@@ -90,6 +91,7 @@ async def submit_jobs(request: Request) -> JSONResponse:
     org_id = caller.org_for_write(requested_org if isinstance(requested_org, str) else None)
     submit_request = parse(body, org_id)
     key = _idempotency_key(request)
+    await claim_references(app.blobs, submit_request.jobs)
     async with app.pool.connection() as conn:
         result = await submit(
             conn,

@@ -6,6 +6,7 @@ submit schema lists exactly the fields the ledger's JobSubmitted accepts.
 
 from __future__ import annotations
 
+from http_api.openapi_blobs import BLOB_PATHS, BLOB_SCHEMAS
 from http_api.openapi_dashboard import DASHBOARD_PATHS
 from http_api.openapi_schemas import SCHEMAS, STATUSES, Json, error_bodies, json_body, ref
 
@@ -345,8 +346,8 @@ def openapi_document() -> Json:
             '{"error": {"code", "message", "field"}}.',
         },
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **BLOB_SCHEMAS},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
-        "paths": {**_PATHS, **DASHBOARD_PATHS},
+        "paths": {**_PATHS, **BLOB_PATHS, **DASHBOARD_PATHS},
     }

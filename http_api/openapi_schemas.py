@@ -37,7 +37,8 @@ def error_bodies(*statuses: int) -> Json:
         404: "no such thing for this organisation",
         409: "the job's history does not allow it",
         413: "body larger than 64 KiB",
-        422: "Idempotency-Key reused for another request",
+        422: "Idempotency-Key reused for another request, or a bundle or build this "
+        "organisation has not uploaded",
         503: "the database is unavailable",
     }
     return {str(status): json_body(ref("Error"), meaning[status]) for status in statuses}
@@ -59,7 +60,10 @@ _SUBMIT_FIELDS: Json = {
         "type": ["string", "null"],
         "description": "an OS version prefix: 14 is met by 14 and 14.1",
     },
-    "build": {"type": ["string", "null"], "description": "app binary: path, URL or bs:// id"},
+    "build": {
+        "type": ["string", "null"],
+        "description": "app binary: path, URL, bs:// id, or sha256:<hex> of an uploaded build",
+    },
     "repo": {"type": ["string", "null"]},
     "commit": {"type": ["string", "null"]},
     "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 32},
@@ -74,6 +78,11 @@ _SUBMIT_FIELDS: Json = {
         "type": ["string", "null"],
         "format": "uuid",
         "description": "the run these jobs rerun",
+    },
+    "bundle": {
+        "type": ["string", "null"],
+        "pattern": "^sha256:[0-9a-f]{64}$",
+        "description": "test bundle the specs run from: sha256:<hex> of an uploaded bundle",
     },
     "force": {
         "type": "boolean",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,8 +13,16 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 
 from http_api.auth import Authenticator
+from http_api.blob_collector import BlobCollector
 from http_api.changes import ReadModelChanges
 from http_api.metrics import Metrics
+from ledger.blobs import (
+    BlobKind,
+    BlobStore,
+    PostgresBlobStore,
+    limits_from_environment,
+    retention_from_environment,
+)
 from ledger.grouping import resolve
 from ledger.wakeup import Channel, Listener, Notifier
 
@@ -37,10 +46,18 @@ class Settings:
     #: The grouping strategy jobs are grouped by as they are submitted; None means
     #: $QGJOB_GROUPING or ``app_version`` (see ledger/grouping.py).
     grouping: str | None = None
+    #: The largest blob of each kind an upload may store, in bytes; by default
+    #: $QGJOB_MAX_BUILD_BYTES and $QGJOB_MAX_BUNDLE_BYTES, else 2 GiB and 200 MiB.
+    blob_limits: dict[BlobKind, int] = attrs.field(factory=limits_from_environment)
+    #: How long a blob no job names is kept; by default $QGJOB_BLOB_RETENTION_DAYS, else 7.
+    blob_retention: dt.timedelta = attrs.field(factory=retention_from_environment)
+    #: How often unreferenced blobs past their retention are removed, in seconds.
+    blob_collect_interval_s: float = 3600.0
 
 
 class Services:
-    """The connection pool, auth, change feed, notifier, grouping and metrics of one app.
+    """The connection pool, auth, blob store, change feed, notifier, grouping and metrics of
+    one app.
 
     Raises UnknownStrategy for a grouping strategy that does not exist.
     """
@@ -57,6 +74,10 @@ class Services:
             timeout=settings.pool_timeout_s,
             kwargs={"autocommit": True},
             name="qgjob-api",
+        )
+        self.blobs: BlobStore = PostgresBlobStore(self.pool)
+        self.blob_collector = BlobCollector(
+            self.pool, settings.blob_retention, interval_s=settings.blob_collect_interval_s
         )
         self.auth = Authenticator(self.pool, local_mode=settings.local_mode)
         self.listener = Listener(url, channels=(Channel.PROJECTIONS,))
@@ -75,7 +96,12 @@ class Services:
         # answers /healthz, and reports 503 on /readyz until the database is back.
         await self.pool.open(wait=False)
         try:
-            async with self.listener, self.changes.running(), self.notifier:
+            async with (
+                self.listener,
+                self.changes.running(),
+                self.notifier,
+                self.blob_collector.running(),
+            ):
                 yield
         finally:
             await self.pool.close()

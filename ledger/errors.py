@@ -6,7 +6,12 @@ Each class's docstring is its default message.
 from __future__ import annotations
 
 __all__ = [
+    "BlobCorrupt",
+    "BlobNotFound",
+    "BlobRefused",
+    "BlobTooLarge",
     "ConcurrencyConflict",
+    "DigestMismatch",
     "EmbeddedClusterError",
     "InfrastructureError",
     "InvalidEvent",
@@ -14,6 +19,7 @@ __all__ = [
     "NotFound",
     "QgjobError",
     "TransitionRefused",
+    "UnsafeArchive",
 ]
 
 
@@ -59,3 +65,29 @@ class EmbeddedClusterError(QgjobError):
 
 class InfrastructureError(QgjobError):
     """The device, build or executor failed; the tests themselves did not run to a verdict."""
+
+
+class BlobNotFound(NotFound):
+    """This organisation has no blob with that digest."""
+
+
+class BlobRefused(QgjobError):
+    """The upload was refused; nothing of it was kept."""
+
+
+class BlobTooLarge(BlobRefused):
+    """The blob is larger than its kind allows."""
+
+
+class DigestMismatch(BlobRefused):
+    """The content's SHA-256 is not the digest it was sent or asked for as."""
+
+
+class UnsafeArchive(BlobRefused):
+    """The archive holds a path that would land outside its root, or a kind of entry a
+    bundle may not hold."""
+
+
+class BlobCorrupt(InfrastructureError):
+    """A fetched blob does not match its digest, or its archive is unsafe to unpack; no
+    test was run from it."""

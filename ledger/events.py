@@ -53,6 +53,7 @@ __all__ = [
 
 PRIORITY_MIN, PRIORITY_DEFAULT, PRIORITY_MAX = 1, 5, 10
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$")
+_BLOB_REFERENCE = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 class Target(enum.StrEnum):
@@ -95,6 +96,16 @@ def _name(_instance: object, attribute: attrs.Attribute[str], value: str) -> Non
         raise ValueError(
             f"'{attribute.name}' must be 1 to 200 letters, digits or ._:/@+- "
             f"starting with a letter or digit (got {value!r})"
+        )
+
+
+def _blob_reference(
+    _instance: object, attribute: attrs.Attribute[str | None], value: str | None
+) -> None:
+    if value is not None and not _BLOB_REFERENCE.match(value):
+        raise ValueError(
+            f"'{attribute.name}' must name an uploaded blob as sha256:<64 lowercase hex "
+            f"digits> (got {value[:100]!r})"
         )
 
 
@@ -210,6 +221,9 @@ class JobSubmitted:
     supersede_key: str | None = field(default=None, validator=validators.optional(_name))
     #: The run this job's run reruns (e.g. only its failed jobs).
     rerun_of: UUID | None = None
+    #: The test bundle the specs run from: ``sha256:<hex>`` of an uploaded blob; absent
+    #: when the runner's configured project folder holds the specs.
+    bundle: str | None = field(default=None, validator=_blob_reference)
 
     @property
     def profile(self) -> DeviceProfile:

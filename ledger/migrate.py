@@ -1,5 +1,8 @@
 """Bring a database's schema up to date from the numbered files in migrations/.
 
+migrations/ is a package whose .sql files are package data, found through
+importlib.resources: a checkout and an installed wheel read the same files.
+
 Files are named ``NNN_what.sql`` and applied in number order, each in its own
 transaction, all under one advisory lock so that migrators started together
 apply every file exactly once. Each applied file is recorded with a checksum;
@@ -10,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import attrs
@@ -20,7 +25,7 @@ from ledger.sqlfile import load_queries
 
 __all__ = ["MIGRATIONS_DIR", "Migration", "apply_migrations", "discover_migrations"]
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = files("migrations")
 _QUERIES = load_queries(Path(__file__).with_name("migrate.sql"))
 _FILE_NAME = re.compile(r"^(\d+)_[\w-]+\.sql$")
 # Any fixed number works; it only has to differ from the other advisory locks qgjob takes.
@@ -41,14 +46,15 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
-def discover_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+def discover_migrations(directory: Traversable = MIGRATIONS_DIR) -> list[Migration]:
     migrations = []
-    for path in sorted(directory.glob("*.sql")):
-        match = _FILE_NAME.match(path.name)
+    sql_files = (entry for entry in directory.iterdir() if entry.name.endswith(".sql"))
+    for entry in sorted(sql_files, key=lambda entry: entry.name):
+        match = _FILE_NAME.match(entry.name)
         if match is None:
-            raise MigrationError(f"{path.name}: migration files are named NNN_what.sql")
+            raise MigrationError(f"{entry.name}: migration files are named NNN_what.sql")
         migrations.append(
-            Migration(version=int(match[1]), name=path.name, sql=path.read_text())
+            Migration(version=int(match[1]), name=entry.name, sql=entry.read_text())
         )
     versions = [m.version for m in migrations]
     if len(set(versions)) != len(versions):
@@ -56,7 +62,7 @@ def discover_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return migrations
 
 
-def apply_migrations(url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+def apply_migrations(url: str, directory: Traversable = MIGRATIONS_DIR) -> list[str]:
     """Apply what is missing; return the names of the files applied (empty when up to date)."""
     migrations = discover_migrations(directory)
     applied_now = []

@@ -67,7 +67,7 @@ class Agent:
         self.slots: list[Slot] = []
         self._targets = frozenset(spec.target for spec in config.slots)
         self._lease_lost = asyncio.Event()
-        self._wakeups = WakeUps()
+        self._wakeups = WakeUps((spec.target, spec.kind) for spec in config.slots)
         self._rng = random.Random()
 
     @property
@@ -122,8 +122,12 @@ class Agent:
             writer = EventWriter(
                 self.url, actor=self.actor, notifier=notifier, on_lost=self._jobs_lost
             )
-            async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
-                devices = await self._start(conn)
+            # The lease lives on this connection, and with it the agent's life lock: when
+            # it closes, other agents know this one is gone (runner/rescue.py).
+            lease = await stack.enter_async_context(
+                await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+            )
+            devices = await self._start(lease)
             services = SlotServices(
                 url=self.url,
                 agent_id=self.agent_id,
@@ -140,7 +144,7 @@ class Agent:
             async with asyncio.TaskGroup() as group:
                 background = [
                     group.create_task(writer.run()),
-                    group.create_task(self._every(config.lease_ttl_s / 3, self._renew)),
+                    group.create_task(self._hold_lease(lease)),
                     group.create_task(self._every(config.maintenance_interval_s, self._maintain)),
                     group.create_task(self._every(config.cancel_poll_s, self._check_cancels)),
                     group.create_task(self._poll()),
@@ -173,6 +177,7 @@ class Agent:
         """Take a lease, supersede older processes of this name, register the slots."""
         config = self.config
         ids = {"agent_id": self.agent_id, "name": config.name}
+        await conn.execute(QUERIES["hold_life"], {"agent_id": self.agent_id})
         await conn.execute(
             QUERIES["acquire_lease"],
             {**ids, "host": socket.gethostname(), "pid": os.getpid(), "ttl_s": config.lease_ttl_s},
@@ -236,17 +241,27 @@ class Agent:
         while True:
             await asyncio.sleep(self.config.poll_interval_s * self._rng.uniform(0.5, 1.5))
             for target in self._targets:
-                self._wakeups.wake_one(target)
+                self._wakeups.wake_target(target)
 
-    async def _renew(self, conn: psycopg.AsyncConnection[Any]) -> None:
+    async def _hold_lease(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Renew the lease every third of its time until it is lost: lapsed, or its
+        connection gone (and with it the life lock, so others may count this agent dead)."""
         params = {"agent_id": self.agent_id, "ttl_s": self.config.lease_ttl_s}
-        if await (await conn.execute(QUERIES["renew_lease"], params)).fetchone() is None:
-            _log.error("agent %s: lease lapsed; handing back its work", self.agent_id)
-            self._lease_lost.set()
+        while True:
+            await asyncio.sleep(self.config.lease_ttl_s / 3)
+            try:
+                renewed = await (await conn.execute(QUERIES["renew_lease"], params)).fetchone()
+            except psycopg.OperationalError as error:
+                _log.error("agent %s: the lease's connection is gone (%s)", self.agent_id, error)
+                renewed = None
+            if renewed is None:
+                _log.error("agent %s: lease lost; handing back its work", self.agent_id)
+                self._lease_lost.set()
+                return
 
     async def _maintain(self, conn: psycopg.AsyncConnection[Any]) -> None:
         rescued = await rescue_lapsed_agents(
-            conn, actor=self.actor, retry=self.config.retry, rng=self._rng
+            conn, rescuer=self.agent_id, retry=self.config.retry, rng=self._rng
         )
         timed_out = await time_out_queued_jobs(conn, actor=self.actor)
         if rescued or timed_out:
@@ -267,7 +282,7 @@ class Agent:
         """Work may wait for *target* (None: the listener reconnected, and may have missed
         notifications for any target)."""
         for woken in self._targets if target is None else self._targets & {target}:
-            self._wakeups.wake_one(woken)
+            self._wakeups.wake_target(woken)
 
     def _jobs_lost(self, job_ids: Sequence[UUID]) -> None:
         for slot in self.slots:

@@ -109,6 +109,30 @@ select stream_id, version, metadata ->> 'actor'
 from events
 where stream_id = any(%(ids)s) and version >= %(after)s;
 
+-- name: hold_life
+-- Held on the lease's connection for the agent's life (migrations/042_agent_life_locks.sql).
+select pg_advisory_lock(agent_life_key_v1(%(agent_id)s));
+
+-- name: one_rescuer
+-- One agent at a time looks for dead agents: the others skip their turn.
+select pg_try_advisory_xact_lock(hashtextextended('qgjob rescuer', 0));
+
+-- name: end_dead_leases
+-- Live leases whose agent's life lock is free: the agent's connection is gone, so it is.
+-- Their leases end now; the locks taken to find out are let go at once. The asking agent
+-- is left out: its own session may be the one holding its lock.
+with dead as (
+    select agent_id from agent_leases
+    where expires_at > now()
+      and agent_id <> %(agent_id)s
+      and pg_try_advisory_lock(agent_life_key_v1(agent_id))
+), ended as (
+    update agent_leases l set expires_at = now()
+    from dead where l.agent_id = dead.agent_id
+    returning l.agent_id
+)
+select agent_id, pg_advisory_unlock(agent_life_key_v1(agent_id)) from ended;
+
 -- name: acquire_lease
 insert into agent_leases (agent_id, name, host, pid, expires_at)
 values (%(agent_id)s, %(name)s, %(host)s, %(pid)s, now() + make_interval(secs => %(ttl_s)s));

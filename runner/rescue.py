@@ -1,4 +1,8 @@
-"""The rescuer: any agent hands on the jobs of agents whose lease lapsed.
+"""The rescuer: any agent hands on the jobs of agents that died or whose lease lapsed.
+
+An agent whose database connection is gone is dead: its life lock is free
+(migrations/042_agent_life_locks.sql), and the rescuer ends its lease at once. One agent
+at a time does this, so that a large fleet does not try every lock every second.
 
 open_jobs lists every attempt a lapsed agent still holds. For each, the rescuer appends
 JobLeaseExpired — the attempt counts — and a JobRetryScheduled with backoff while the
@@ -23,7 +27,7 @@ from ledger.events import Event, JobLeaseExpired, JobRetryScheduled, Metadata
 from ledger.store import StreamWrite, append_many
 from runner._sql import QUERIES
 from runner.config import RetryPolicy
-from runner.jobs import backoff_s
+from runner.jobs import backoff_s, runner_actor
 
 __all__ = ["rescue_lapsed_agents"]
 
@@ -31,14 +35,24 @@ _log = logging.getLogger(__name__)
 
 
 async def rescue_lapsed_agents(
-    conn: psycopg.AsyncConnection[Any], *, actor: str, retry: RetryPolicy, rng: random.Random
+    conn: psycopg.AsyncConnection[Any],
+    *,
+    rescuer: str,
+    retry: RetryPolicy,
+    rng: random.Random,
 ) -> int:
-    """Hand on the jobs of every lapsed agent no other rescuer is busy with; return how many.
-
-    *conn* must be in autocommit mode.
+    """Hand on the jobs of every dead or lapsed agent; return how many. *rescuer* is the
+    agent id of the one asking. *conn* must be in autocommit mode.
     """
+    actor = runner_actor(rescuer)
     rescued = 0
     async with conn.transaction():
+        if not await _flag(conn, "one_rescuer"):
+            return 0
+        params = {"agent_id": rescuer}
+        dead = await (await conn.execute(QUERIES["end_dead_leases"], params)).fetchall()
+        for agent_id, _unlocked in dead:
+            _log.warning("agent %s is gone (its connection closed)", agent_id)
         cursor = await conn.execute(QUERIES["lapsed_leases"])
         for (agent_id,) in await cursor.fetchall():
             params = {"agent_id": agent_id}
@@ -53,6 +67,11 @@ async def rescue_lapsed_agents(
                 "agent %s let its lease lapse; its %d job(s) were handed on", agent_id, len(writes)
             )
     return rescued
+
+
+async def _flag(conn: psycopg.AsyncConnection[Any], query: str) -> bool:
+    row = await (await conn.execute(QUERIES[query])).fetchone()
+    return bool(row and row[0])
 
 
 def _rescue(

@@ -94,7 +94,7 @@ class Slot:
 
     async def _loop(self, conn: psycopg.AsyncConnection[Any]) -> None:
         services, config = self._services, self._services.config
-        target = self.identity.target
+        kind = self.device.spec.kind
         while self._stopping is None:
             try:
                 claim = await claim_batch(
@@ -109,10 +109,12 @@ class Slot:
                 services.lease_lost.set()
                 return
             if claim is None:
-                await services.wakeups.idle(target)
+                # Told to stop while it claimed: the agent's wake-up of idle slots is past.
+                if self._stopping is None:
+                    await services.wakeups.idle(kind)
                 continue
-            # There may be more: the next idle slot of the target looks too.
-            services.wakeups.wake_one(target)
+            # There may be more: the next idle slot of its kind looks too.
+            services.wakeups.wake_kind(kind)
             self._batch = BatchRun(services, self.device, claim)
             if self._stopping is not None:
                 self._batch.stop(self._stopping, at_once=True)

@@ -19,7 +19,10 @@ from psycopg import sql
 
 from ledger.embedded import EmbeddedCluster
 from ledger.migrate import apply_migrations
+from tests.support.api import REPO_ROOT
 from tests.support.dirs import server_dir
+from tests.support.packaging import Distributions, build_distributions
+from tests.support.podman import build_image, ensure_base_image, unavailable_reason
 
 
 @pytest.fixture(scope="session")
@@ -119,3 +122,26 @@ def empty_db_url(pg_server_url: str) -> Iterator[str]:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def distributions(tmp_path_factory: pytest.TempPathFactory) -> Distributions:
+    """qgjob's wheel and sdist as `python -m build` makes them, and the server's wheelhouse."""
+    return build_distributions(tmp_path_factory.mktemp("distributions"))
+
+
+@pytest.fixture(scope="session")
+def qgjob_image(distributions: Distributions) -> str:
+    """The repository's Dockerfile built with podman, from the wheels built on the host.
+
+    The wheels come from the host because builds here cannot reach the package index
+    (TLS to it is intercepted): the Dockerfile's offline path, `--build-context wheels=`.
+    """
+    if reason := unavailable_reason():
+        pytest.skip(reason)
+    ensure_base_image()
+    return build_image(
+        "localhost/qgjob-backend:test",
+        context=REPO_ROOT,
+        build_contexts={"wheels": distributions.wheelhouse},
+    )

@@ -11,7 +11,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from ledger.capabilities import Platform
+from ledger.events import Target
+from runner.executors import SlotSpec
+from tests.support.factories import submitted
+from tests.support.runner import agent_config, pipeline, submit, wait_all_ended
 from tests.support.stack import qgjob, running_stack
+from tests.support.waiting import async_wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -167,3 +173,26 @@ def test_a_device_matrix_runs_every_spec_on_every_profile_in_one_run(
     assert report.returncode == 0, report.stderr
     for profile in ("android Pixel 8 14", "ios iPhone 15 17", "ios iPhone 14"):
         assert f"{profile}: 4 passed (4/4 done)" in report.stdout
+
+
+@pytest.mark.anyio
+async def test_a_job_wakes_an_idle_slot_that_can_take_it_not_only_one_of_its_target(
+    db_url: str,
+) -> None:
+    """An agent with an idle iOS and an idle Android emulator hears of an Android job:
+    the Android slot claims it at once, long before the poll timer would fire."""
+    slots = [
+        SlotSpec(name="ios", target="emulator", capabilities={"platform": "ios"}),
+        SlotSpec(name="android", target="emulator", capabilities={"platform": "android"}),
+    ]
+    config = agent_config("mixed", slots, poll_interval_s=60.0)
+    async with pipeline(db_url, config):
+        await async_wait_until(lambda: _registered(db_url), what="the slots to register")
+        ids = await submit(db_url, [submitted(target=Target.EMULATOR, platform=Platform.ANDROID)])
+        await wait_all_ended(db_url, ids, timeout=10)
+
+
+async def _registered(url: str) -> bool:
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        row = await (await conn.execute("select count(*) from agent_slots")).fetchone()
+    return row is not None and row[0] == 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -35,7 +36,8 @@ def deployed(
     pg_server_url: str, template_database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, str]]:
     """The API's URL and the database's, with a projector and a runner behind them."""
-    runner = ["--name", "e2e", "--slots", "emulator:2,device:1", "--drain-timeout", "2"]
+    runner = ["--name", "e2e", "--slots", "emulator/android:2,device/android:1"]
+    runner += ["--drain-timeout", "2"]
     runner += ["--simulated", "install_s=0.05,test_s=0.1"]
     logs = tmp_path_factory.mktemp("e2e")
     with running_stack(pg_server_url, template_database, logs, runner) as urls:
@@ -52,23 +54,31 @@ def e2e_db(deployed: tuple[str, str]) -> str:
     return deployed[1]
 
 
-def test_the_readme_commands_submit_a_job_and_show_its_status(stack: str) -> None:
-    submitted = qgjob(
-        stack,
-        "submit",
-        "--org-id=qualgent",
-        "--app-version-id=xyz123",
-        "--test=tests/onboarding.spec.js",
-        "--target=device",
-    )
+def readme_quick_start() -> list[list[str]]:
+    """The CLI commands of the README's quick start, as arguments after ``qgjob.py``."""
+    text = (REPO_ROOT / "README.md").read_text()
+    block = text.split("submit a test and follow it:", 1)[1].split("```console", 1)[1]
+    lines = block.split("```", 1)[0].strip().splitlines()
+    # The placeholder is what a reader replaces; shlex would split it into words.
+    lines = [line.replace("<id printed above>", "JOB_ID") for line in lines]
+    return [shlex.split(line.removeprefix("$ python3 qgjob.py ")) for line in lines]
+
+
+def test_the_readme_quick_start_commands_work(stack: str, tmp_path: Path) -> None:
+    """Submit, status, then the suite with --wait and --junit, exactly as the README has
+    them (the report written to a temporary directory instead of the checkout)."""
+    submit, status, suite = readme_quick_start()
+    submitted = qgjob(stack, *submit)
     assert submitted.returncode == 0, submitted.stderr
     job_id = submitted.stdout.strip()
-    status = qgjob(stack, "status", f"--job-id={job_id}")
-    assert status.returncode == 0, status.stderr
-    assert job_id in status.stdout
-    assert "tests/onboarding.spec.js" in status.stdout
-    waited = qgjob(stack, "wait", f"--job-id={job_id}", "--timeout=60")
-    assert waited.returncode == 0, waited.stderr
+    shown = qgjob(stack, *(arg.replace("JOB_ID", job_id) for arg in status))
+    assert shown.returncode == 0, shown.stderr
+    assert job_id in shown.stdout
+    assert "tests/onboarding.spec.js" in shown.stdout
+    report = tmp_path / "report.xml"
+    waited = qgjob(stack, *(str(report) if arg == "report.xml" else arg for arg in suite))
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    assert ET.parse(report).getroot().get("failures") == "0"
 
 
 def test_waiting_on_a_suite_that_passes_exits_0(stack: str, tmp_path: Path) -> None:

@@ -105,6 +105,8 @@ def test_action_is_a_composite_action_with_the_documented_inputs_and_outputs() -
         "org-id",
         "app-version-id",
         "tests",
+        "project",
+        "build",
         "target",
         "priority",
         "timeout",
@@ -143,7 +145,14 @@ def test_appwright_workflow_runs_the_suite_on_push_and_dispatch_and_always_repor
     steps = job["steps"]
     submit = next(step["run"] for step in steps if "qgjob.py submit" in step.get("run", ""))
     assert "examples/tests/*.spec.js" in submit
-    for flag in ("--wait", "--junit qgjob-junit.xml", "--json", "--repo", "--commit"):
+    for flag in (
+        "--project examples",
+        "--wait",
+        "--junit qgjob-junit.xml",
+        "--json",
+        "--repo",
+        "--commit",
+    ):
         assert flag in submit
     upload = next(step for step in steps if step.get("uses", "").startswith("actions/upload-art"))
     assert upload["if"] == "always()"

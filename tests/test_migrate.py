@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import threading
+from importlib.resources import as_file
 from pathlib import Path
 
 import psycopg
@@ -17,6 +18,13 @@ from ledger.migrate import MIGRATIONS_DIR, apply_migrations, discover_migrations
 def _applied(url: str) -> list[str]:
     with psycopg.connect(url) as conn:
         return [r[0] for r in conn.execute("select name from schema_migrations order by version")]
+
+
+def _copy_of_migrations(tmp_path: Path) -> Path:
+    directory = tmp_path / "migrations"
+    with as_file(MIGRATIONS_DIR) as shipped:
+        shutil.copytree(shipped, directory)
+    return directory
 
 
 def test_applying_twice_is_a_no_op(empty_db_url: str) -> None:
@@ -47,8 +55,7 @@ def test_two_migrators_racing_end_with_one_applied_set(empty_db_url: str) -> Non
 
 
 def test_an_edited_applied_migration_is_refused(empty_db_url: str, tmp_path: Path) -> None:
-    directory = tmp_path / "migrations"
-    shutil.copytree(MIGRATIONS_DIR, directory)
+    directory = _copy_of_migrations(tmp_path)
     apply_migrations(empty_db_url, directory)
     first = sorted(directory.glob("*.sql"))[0]
     first.write_text(first.read_text() + "\n-- a later edit\n")
@@ -59,8 +66,7 @@ def test_an_edited_applied_migration_is_refused(empty_db_url: str, tmp_path: Pat
 def test_a_failing_migration_leaves_nothing_half_applied(
     empty_db_url: str, tmp_path: Path
 ) -> None:
-    directory = tmp_path / "migrations"
-    shutil.copytree(MIGRATIONS_DIR, directory)
+    directory = _copy_of_migrations(tmp_path)
     (directory / "900_broken.sql").write_text(
         "-- broken on purpose\ncreate table half_done (id int);\nselect no_such_function();\n"
     )

@@ -125,6 +125,36 @@ async def test_a_killed_agents_jobs_finish_on_another_and_its_late_result_is_ref
             decide(fold(r.event for r in await read_stream(conn, job_id)), late)
 
 
+async def test_a_killed_agent_is_known_dead_by_its_connection_not_its_lease(
+    db_url: str, start_runner: object
+) -> None:
+    """kill -9 of an agent whose lease lasts a minute: its closed connection frees its
+    life lock, so another agent hands its jobs on and runs them long before the lease
+    could lapse."""
+    doomed = start_runner(  # type: ignore[operator]
+        "--name", "doomed", "--slots", "device:1", "--lease-ttl", "60",
+        "--simulated", "install_s=0,test_s=0.5", "--poll-interval", "0.2",
+    )  # fmt: skip
+    ids = await submit(db_url, [submitted(test_path=f"tests/t{i}.spec.ts") for i in range(6)])
+    async with pipeline(db_url) as running:
+
+        async def mid_batch() -> bool:
+            return len(await _events(db_url, "JobStarted", "doomed")) >= 1
+
+        await async_wait_until(mid_batch, timeout=20, what="the doomed agent to start a test")
+        running.add_agent(agent_config("survivor", "device:1", lease_ttl_s=60.0))
+        doomed.kill()
+        assert doomed.wait() == -signal.SIGKILL
+        # The lease has most of a minute left: only the closed connection can tell.
+        await wait_all_ended(db_url, ids, timeout=20)
+
+    streams = await histories(db_url, ids)
+    states = check_histories(streams)
+    assert all(state.status == JobStatus.PASSED for state in states.values())
+    expired = [r.event for s in streams.values() for r in s if isinstance(r.event, JobLeaseExpired)]
+    assert expired and all(event.agent_id.startswith("doomed:") for event in expired)
+
+
 async def test_sigterm_finishes_the_running_test_hands_back_the_rest_and_exits_0(
     db_url: str, start_runner: object
 ) -> None:

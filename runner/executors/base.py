@@ -71,6 +71,11 @@ class SlotSpec:
         caps = self.capabilities
         return caps.get("os_version") or caps.get("osVersion")
 
+    @property
+    def kind(self) -> tuple[str, str | None, str | None, str | None]:
+        """What the slot offers a job: slots of one kind can take the same jobs."""
+        return (self.target, self.platform, self.device, self.os_version)
+
     def describe(self) -> str:
         """The target and what the slot offers, for people: ``emulator, android Pixel 8 14``."""
         offers = " ".join(o for o in (self.platform, self.device, self.os_version) if o)

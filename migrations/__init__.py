@@ -1,0 +1,1 @@
+"""The schema's numbered migrations: a package so that an installed qgjob ships them."""
