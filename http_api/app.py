@@ -21,9 +21,10 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
 
-from http_api import blobs, dashboard, flaky, jobs, ops, runs
+from http_api import blobs, dashboard, dashboard_views, flaky, jobs, ops, runs
 from http_api.errors import exception_handlers
 from http_api.metrics import RequestMetrics
 from http_api.services import Services, Settings
@@ -39,10 +40,16 @@ DATA_DIR_ENV = "QGJOB_DATA_DIR"
 app: Starlette
 
 
-def routes() -> list[Route]:
+def routes() -> list[BaseRoute]:
     return [
         Route("/", dashboard.page, methods=["GET"]),
+        Mount("/static", StaticFiles(directory=dashboard.STATIC_DIR), name="static"),
         Route("/dashboard/snapshot", dashboard.snapshot, methods=["GET"]),
+        Route("/dashboard/changes", dashboard.changes, methods=["GET"]),
+        Route("/dashboard/runs", dashboard_views.runs_view, methods=["GET"]),
+        Route("/dashboard/runs/{run_id}", dashboard_views.run_view, methods=["GET"]),
+        Route("/dashboard/timeline", dashboard_views.timeline_view, methods=["GET"]),
+        Route("/dashboard/devices", dashboard_views.devices_view, methods=["GET"]),
         Route("/events/stream", dashboard.stream, methods=["GET"]),
         Route("/jobs", jobs.jobs_collection, methods=["GET", "POST"]),
         Route("/submit-job", jobs.submit_jobs, methods=["POST"]),

@@ -1,7 +1,9 @@
-"""The live dashboard: one static page, a JSON snapshot, and a server-sent event stream.
+"""The live dashboard: a static page and its files, a JSON snapshot, and event streams.
 
-The stream sends a fresh snapshot whenever the projections change (see changes.py), at
-most a few times a second, and a keep-alive comment while nothing happens.
+``/events/stream`` sends a fresh snapshot whenever the projections change (see
+changes.py), at most a few times a second, and a keep-alive comment while nothing
+happens. ``/dashboard/changes`` sends only a ``changed`` event, on which each page reads
+its own JSON route (http_api/dashboard_views.py) again.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ from http_api.services import Services, services
 from http_api.views import Json
 from ledger.sqlfile import load_queries
 
-__all__ = ["page", "snapshot", "stream"]
+__all__ = ["STATIC_DIR", "changes", "page", "snapshot", "stream"]
 
 _QUERIES = load_queries(Path(__file__).with_name("queries.sql"))
 _PAGE = Path(__file__).with_name("dashboard.html").read_text()
+#: The page's script and style sheet, served as they are: no build step.
+STATIC_DIR = Path(__file__).with_name("static")
 _RECENT = 25
 #: Fewest seconds between two snapshots on one stream: bursts of changes are coalesced.
 _MIN_INTERVAL_S = 0.25
@@ -86,13 +90,36 @@ async def _snapshots(app: Services, org_id: str | None) -> AsyncIterator[str]:
             yield ": keep-alive\n\n"
 
 
+def _event_stream(events: AsyncIterator[str]) -> StreamingResponse:
+    return StreamingResponse(
+        events,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
 async def stream(request: Request) -> StreamingResponse:
     """Server-sent events: a ``snapshot`` event now and whenever the projections change."""
     app = services(request)
     caller = await app.auth.caller(request)
     org_id = caller.org_for_read(request)
-    return StreamingResponse(
-        _snapshots(app, org_id),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return _event_stream(_snapshots(app, org_id))
+
+
+async def _changed(app: Services) -> AsyncIterator[str]:
+    yield "event: changed\ndata: {}\n\n"
+    while True:
+        ticket = app.changes.ticket()
+        if await app.changes.wait(ticket, _KEEPALIVE_S):
+            yield "event: changed\ndata: {}\n\n"
+            await asyncio.sleep(_MIN_INTERVAL_S)
+        else:
+            yield ": keep-alive\n\n"
+
+
+async def changes(request: Request) -> StreamingResponse:
+    """Server-sent events: ``changed`` now and whenever the projections change."""
+    app = services(request)
+    caller = await app.auth.caller(request)
+    caller.org_for_read(request)
+    return _event_stream(_changed(app))

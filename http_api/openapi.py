@@ -7,8 +7,10 @@ submit schema lists exactly the fields the ledger's JobSubmitted accepts.
 from __future__ import annotations
 
 from http_api.openapi_blobs import BLOB_PATHS, BLOB_SCHEMAS
+from http_api.openapi_dashboard import DASHBOARD_PATHS
 from http_api.openapi_schemas import (
     NAME,
+    ORG_PARAMETER,
     SCHEMAS,
     STATUSES,
     Json,
@@ -41,7 +43,7 @@ def _path(name: str) -> Json:
     }
 
 
-_ORG = _query("org", "organisation; a token's own, or any in local mode", NAME)
+_ORG = ORG_PARAMETER
 #: What any route that needs a token may answer besides its own: bad input, no token,
 #: another organisation or a token without the scope, the database away.
 _AUTHED_ERRORS = (400, 401, 403, 503)
@@ -384,7 +386,7 @@ def _operation_id(method: str, path: str) -> str:
 
 def openapi_document(max_wait_s: float = 60.0) -> Json:
     """The document for a server whose longest ``?wait=`` is *max_wait_s*."""
-    paths = {**_paths(max_wait_s), **BLOB_PATHS}
+    paths = {**_paths(max_wait_s), **BLOB_PATHS, **DASHBOARD_PATHS}
     for path, operations in paths.items():
         for method, operation in operations.items():
             operations[method] = {**operation, "operationId": _operation_id(method, path)}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from http_api.openapi_schemas import NAME, Json, error_bodies, json_body, ref
+from http_api.openapi_schemas import ORG_PARAMETER, Json, error_bodies, json_body, ref
 from ledger.blobs import BlobKind
 
 __all__ = ["BLOB_PATHS", "BLOB_SCHEMAS"]
@@ -15,13 +15,7 @@ _DIGEST: Json = {
     "description": "the SHA-256 of the content, 64 lowercase hex digits",
     "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
 }
-_ORG: Json = {
-    "name": "org",
-    "in": "query",
-    "required": False,
-    "description": "organisation; a token's own, required in local mode",
-    "schema": NAME,
-}
+_ORG = ORG_PARAMETER
 
 
 def _error(description: str) -> Json:

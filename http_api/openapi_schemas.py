@@ -13,6 +13,7 @@ from ledger.events import NAME_PATTERN, CaseStatus, Target
 __all__ = [
     "CASE_STATUSES",
     "NAME",
+    "ORG_PARAMETER",
     "SCHEMAS",
     "STATUSES",
     "Json",
@@ -32,6 +33,14 @@ _PLATFORMS = [platform.value for platform in Platform]
 
 #: An organisation or app version id.
 NAME: Json = {"type": "string", "pattern": NAME_PATTERN}
+#: The ``org`` query parameter of the routes that read or write for an organisation.
+ORG_PARAMETER: Json = {
+    "name": "org",
+    "in": "query",
+    "required": False,
+    "description": "organisation; a token's own, or any in local mode",
+    "schema": NAME,
+}
 #: Text PostgreSQL can store: no NUL character (inputs.py refuses one with a 400).
 _NO_NUL = "^[^\\x00]*$"
 

@@ -115,6 +115,10 @@ def _requests(rival: dict[str, str]) -> Iterator[tuple[str, str, dict[str, Any],
 async def _answer(
     client: httpx.AsyncClient, method: str, path: str, query: dict[str, Any], body: Any
 ) -> tuple[int, str]:
+    if path == "/dashboard/changes":
+        # It says only that something changed, and only when it does: the status is all.
+        async with client.stream(method, path, params=query) as response:
+            return response.status_code, ""
     if path == "/events/stream":
         async with client.stream(method, path, params=query) as response:
             text = ""

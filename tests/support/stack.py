@@ -66,12 +66,17 @@ def runner_process(url: str, arguments: Sequence[str], log: Path) -> Iterator[No
 
 @contextlib.contextmanager
 def running_stack(
-    server_url: str, template: str, logs: Path, runner_arguments: Sequence[str]
+    server_url: str,
+    template: str,
+    logs: Path,
+    runner_arguments: Sequence[str],
+    *,
+    auth: str = "local",
 ) -> Iterator[tuple[str, str]]:
-    """A fresh database with the API (local mode), a projector and one runner on it;
-    yields (the API's base URL, the database URL)."""
+    """A fresh database with the API (local mode unless *auth* says ``token``), a
+    projector and one runner on it; yields (the API's base URL, the database URL)."""
     with fresh_database(server_url, template) as url:
-        env = {"QGJOB_DATABASE_URL": url, "QGJOB_AUTH": "local"}
+        env = {"QGJOB_DATABASE_URL": url, "QGJOB_AUTH": auth}
         with (
             uvicorn_server(env, log=logs / "api.log") as base,
             _projector(url),
