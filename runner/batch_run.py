@@ -269,8 +269,10 @@ class BatchRun:
         """The build the executor gets for *job*: the batch's, prepared, when the job names
         the batch's (on BrowserStack always), else what the job names, which the executor
         refuses as a different build."""
-        if self._device.spec.target == "browserstack" or job.build == self._named_build:
-            return build if job.build or self._device.spec.target == "browserstack" else None
+        if self._device.spec.target == "browserstack":
+            return build
+        if job.build is not None and job.build == self._named_build:
+            return build
         return job.build
 
     def _outcome_events(self, job: HeldJob, outcome: Outcome) -> list[Event]:
