@@ -1173,7 +1173,9 @@ def _event_summary(data: Json) -> str:
         if key in ("output", "job_id") or value in (None, "", [], {}):
             continue
         text = value if isinstance(value, str) else json.dumps(value)
-        parts.append(f"{key}={text if len(text) <= 60 else text[:57] + '...'}")
+        # A digest is shown whole: it says exactly which bundle or build ran.
+        whole = len(text) <= 60 or text.startswith("sha256:")
+        parts.append(f"{key}={text if whole else text[:57] + '...'}")
     return " ".join(parts)
 
 

@@ -256,7 +256,20 @@ class JobAssigned:
 
 @attrs.frozen(kw_only=True)
 class JobStarted:
+    """The attempt began running; what it runs is recorded beside it, as it ran."""
+
     attempt: int = field(validator=_positive)
+    #: The test bundle the specs ran from (``sha256:<hex>``); absent: the runner's
+    #: configured project folder.
+    bundle: str | None = None
+    #: The build as the device got it: ``sha256:<hex>`` of an uploaded build, a
+    #: BrowserStack ``bs://`` id, or the path or URL the job or the runner named.
+    build: str | None = None
+    #: The slot it ran on, and what that slot is (e.g. ``emulator, android Pixel 8``).
+    device_id: UUID | None = None
+    device: str | None = None
+    #: The agent hosting the slot.
+    agent_id: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -350,11 +363,17 @@ class AppInstalled:
 
 @attrs.frozen(kw_only=True)
 class BuildUploaded:
-    """A build was uploaded to a cloud provider; later batches reuse *reference*."""
+    """A build was uploaded to a cloud provider for the organisation in the event's
+    metadata; later batches of that organisation reuse *reference* until it expires."""
 
     app_version_id: str
     #: E.g. a BrowserStack ``bs://`` id.
     reference: str
+    #: The uploaded build's ``sha256:<hex>``, when the job named one; absent, the upload
+    #: stands for the app version's build.
+    build: str | None = None
+    #: When the provider deletes the upload; absent: never known to expire.
+    expires_at: dt.datetime | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -3,7 +3,8 @@
 A job is grouped as it is submitted, in the submit's transaction (http_api/submit.py),
 and nowhere else. A strategy maps a submitted job to the part of its group key that it
 decides; the key always starts with the job's org, target and what it needs of the
-device, because a group runs on one kind of device and orgs never share one. A group's
+device, because a group runs on one kind of device and orgs never share one, and ends
+with the job's test bundle, if it names one, because a batch runs from one bundle. A group's
 id is a uuid5 of (strategy name, key), so the same key gives the same group in every
 API process, across restarts.
 
@@ -102,12 +103,16 @@ class Grouping:
         part = self.key_part(job)
         if not isinstance(part, str):
             raise TypeError(f"grouping strategy {self.name} returned {type(part).__name__}")
-        # Org names, targets and device needs never contain "|", so the key splits back
-        # unambiguously.
+        # Org names, targets, device needs and bundle references never contain "|", so
+        # the key splits back unambiguously.
         needs = job.profile.label()
-        return f"{job.org_id}|{job.target.value}|{needs}|{part}" if needs else (
+        key = f"{job.org_id}|{job.target.value}|{needs}|{part}" if needs else (
             f"{job.org_id}|{job.target.value}|{part}"
         )
+        # A batch runs its specs in one AppWright invocation from one directory, so the
+        # jobs of a group share their test bundle: two pushes of one app build are two
+        # groups (the claim still prefers a slot that has the build installed).
+        return f"{key}|bundle={job.bundle}" if job.bundle else key
 
     def group(self, job: JobSubmitted) -> JobGrouped:
         key = self.key(job)

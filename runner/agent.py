@@ -22,16 +22,18 @@ import os
 import random
 import socket
 import uuid
-from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from uuid import UUID
 
 import psycopg
+from psycopg_pool import AsyncConnectionPool
 
+from ledger.blobs import PostgresBlobStore
 from ledger.errors import QgjobError
 from ledger.wakeup import Channel, Listener, Notifier
 from runner._sql import QUERIES
+from runner.blob_cache import BlobCache
 from runner.claim import LeaseLost
 from runner.config import AgentConfig, make_executor
 from runner.devices import DeviceStream, device_id_for, register_devices
@@ -40,6 +42,7 @@ from runner.rescue import rescue_lapsed_agents
 from runner.services import SlotServices
 from runner.slot import Slot
 from runner.timeouts import time_out_queued_jobs
+from runner.uploads import Uploads
 from runner.wakeups import WakeUps
 from runner.writer import EventWriter
 
@@ -128,6 +131,17 @@ class Agent:
                 await psycopg.AsyncConnection.connect(self.url, autocommit=True)
             )
             devices = await self._start(lease)
+            # Blobs stream from their own connections: a slot's connection stays free for
+            # its claims and events while a build arrives. None are opened until needed.
+            blob_pool = await stack.enter_async_context(
+                AsyncConnectionPool(
+                    self.url,
+                    min_size=0,
+                    max_size=len(devices),
+                    kwargs={"autocommit": True},
+                    open=False,
+                )
+            )
             services = SlotServices(
                 url=self.url,
                 agent_id=self.agent_id,
@@ -136,8 +150,8 @@ class Agent:
                 writer=writer,
                 wakeups=self._wakeups,
                 rng=self._rng,
-                build_refs={},
-                uploads=defaultdict(asyncio.Lock),
+                blobs=BlobCache(PostgresBlobStore(blob_pool), config.cache_dir),
+                uploads=Uploads(),
                 lease_lost=self._lease_lost,
             )
             self.slots = [Slot(services, device) for device in devices]

@@ -6,18 +6,22 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import psycopg
 
+from ledger.blobs import digest_of_reference
 from ledger.errors import InfrastructureError, TransitionRefused
 from ledger.events import Event, JobStarted, JobTimedOut, TimeoutKind
+from runner._sql import QUERIES
 from runner.claim import Claim
-from runner.devices import DeviceStream, uploaded_build
+from runner.devices import DeviceStream
 from runner.executors import Batch, BatchJob, Outcome
 from runner.jobs import HeldJob, hand_back, outcome_events
 from runner.services import SlotServices
+from runner.uploads import Upload, UploadKey
 
 __all__ = ["BatchRun"]
 
@@ -43,6 +47,13 @@ class BatchRun:
         #: What went wrong when the executor itself failed.
         self._crash: str | None = None
         self._written: list[asyncio.Future[None]] = []
+        #: What the batch runs, once prepared: its bundle (``sha256:<hex>``) and the
+        #: directory it is unpacked in, and its build as the ledger names it.
+        self._bundle: str | None = None
+        self._project_dir: Path | None = None
+        self._ran_build: str | None = None
+        #: The build the batch's jobs name, which the first of them names.
+        self._named_build: str | None = None
 
     # ---- control, from the agent ------------------------------------------------------------
 
@@ -103,30 +114,64 @@ class BatchRun:
             await self._run(build)
 
     async def _prepare(self, conn: psycopg.AsyncConnection[Any]) -> str | None:
-        """Install the batch's app on the slot unless it is there; return the build to use.
-
-        On BrowserStack the build is uploaded once per app version: the agent's slots take
-        turns per version, and reuse the ``bs://`` id recorded by whoever uploaded it.
-        """
+        """Fetch what the batch runs and install its app on the slot unless it is there;
+        return the build to use. Raises InfrastructureError (BlobCorrupt for a fetch
+        that does not match its digest) before anything runs."""
         claim, device = self._claim, self._device
-        build = next((job.build for job in claim.jobs if job.build), None)
-        if device.spec.target != "browserstack":
-            if device.installed != claim.app_version_id:
-                await self._install(conn, build)
-            return build
-        refs = self._services.build_refs
-        async with self._services.uploads[claim.app_version_id]:
-            reference = refs.get(claim.app_version_id) or await uploaded_build(
-                conn, claim.app_version_id
-            )
-            if reference is not None:
-                refs[claim.app_version_id] = build = reference
-            if device.installed == claim.app_version_id:
-                return build
+        await self._fetch_bundle(conn)
+        build = self._ran_build = self._named_build = next(
+            (job.build for job in claim.jobs if job.build), None
+        )
+        digest = build if build and digest_of_reference(build) else None
+        if digest is not None:
+            build = str(await self._services.blobs.build(claim.org_id, digest))
+        if device.spec.target == "browserstack":
+            return await self._upload(conn, build, digest)
+        if device.installed != claim.app_version_id:
+            await self._install(conn, build)
+        return build
+
+    async def _fetch_bundle(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Unpack the bundle the batch's specs run from, if its jobs name one, with its
+        dependencies installed when the executor needs them."""
+        params = {"job_ids": list(self.jobs)}
+        rows = await (await conn.execute(QUERIES["job_bundles"], params)).fetchall()
+        bundles = {bundle for _, bundle in rows}
+        if len(bundles) > 1:
+            # The group key holds the bundle (ledger/grouping.py), so this is a broken group.
+            raise InfrastructureError(f"the batch's jobs name different test bundles: {bundles}")
+        bundle = bundles.pop() if bundles else None
+        if bundle is None:
+            return
+        blobs = self._services.blobs
+        project_dir = await blobs.bundle(self._claim.org_id, bundle)
+        if self._services.executor.needs_dependencies:
+            await blobs.install_dependencies(project_dir)
+        self._bundle, self._project_dir = bundle, project_dir
+
+    async def _upload(
+        self, conn: psycopg.AsyncConnection[Any], build: str | None, digest: str | None
+    ) -> str | None:
+        """The build's ``bs://`` id: uploaded once per organisation and build, then reused
+        across batches and agents until it expires (runner/uploads.py)."""
+        claim, device, services = self._claim, self._device, self._services
+        key = UploadKey(org_id=claim.org_id, app_version_id=claim.app_version_id, build=digest)
+        now = _now()
+        async with services.uploads.turn(conn, key, now) as known:
+            if known is not None and device.installed == claim.app_version_id:
+                self._ran_build = known.reference
+                return known.reference
+            if known is not None:
+                build = known.reference
             reference = await self._install(conn, build)
             if reference and reference.startswith("bs://") and reference != build:
-                await device.uploaded_build(conn, claim.app_version_id, reference, claim.org_id)
-                refs[claim.app_version_id] = build = reference
+                lifetime = dt.timedelta(seconds=services.config.upload_lifetime_s)
+                upload = Upload(reference=reference, expires_at=now + lifetime)
+                await device.uploaded_build(conn, upload.event(key), claim.org_id)
+                services.uploads.remember(key, upload)
+                build = reference
+        if build and build.startswith("bs://"):
+            self._ran_build = build
         return build
 
     async def _install(self, conn: psycopg.AsyncConnection[Any], build: str | None) -> str | None:
@@ -144,13 +189,14 @@ class BatchRun:
                 BatchJob(
                     job_id=job.job_id,
                     test_path=job.test_path,
-                    build=build if self._device.spec.target == "browserstack" else job.build,
+                    build=self._job_build(job, build),
                     attempt=job.attempt,
                 )
                 for job in self.jobs.values()
                 if not job.settled
             ),
             timeout_s=sum(job.timeout_s for job in self.jobs.values()),
+            project_dir=self._project_dir,
         )
         task = self._task = asyncio.create_task(self._services.executor.run(batch, self))
         try:
@@ -199,7 +245,16 @@ class BatchRun:
         if job.settled:
             return
         job.started = True
-        self._write(job, [JobStarted(attempt=job.attempt)])
+        device = self._device
+        started = JobStarted(
+            attempt=job.attempt,
+            bundle=self._bundle,
+            build=self._ran_build,
+            device_id=device.device_id,
+            device=f"{device.spec.name} ({device.spec.describe()})",
+            agent_id=self._services.agent_id,
+        )
+        self._write(job, [started])
 
     async def finished(self, outcome: Outcome) -> None:
         job = self.jobs[outcome.job_id]
@@ -209,6 +264,16 @@ class BatchRun:
         self._write(job, self._outcome_events(job, outcome))
 
     # ---- helpers ------------------------------------------------------------------------------
+
+    def _job_build(self, job: HeldJob, build: str | None) -> str | None:
+        """The build the executor gets for *job*: the batch's, prepared, when the job names
+        the batch's (on BrowserStack always), else what the job names, which the executor
+        refuses as a different build."""
+        if self._device.spec.target == "browserstack":
+            return build
+        if job.build is not None and job.build == self._named_build:
+            return build
+        return job.build
 
     def _outcome_events(self, job: HeldJob, outcome: Outcome) -> list[Event]:
         return outcome_events(

@@ -24,6 +24,7 @@ _TOP_LEVEL = {
     "poll_interval": "poll_interval_s",
     "default_timeout": "default_timeout_s",
     "drain_timeout": "drain_timeout_s",
+    "cache_dir": "cache_dir",
 }
 _POLICY = {"ageing_per_s": "ageing_per_s", "min_batch": "min_batch", "max_batch": "max_batch"}
 _APPWRIGHT = {
@@ -31,6 +32,7 @@ _APPWRIGHT = {
     "build_template": "build_template",
     "work_dir": "work_dir",
     "npx": "npx",
+    "browserstack_upload_url": "browserstack_upload_url",
 }
 
 
@@ -54,6 +56,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--work-dir", metavar="DIR", help="where AppWright run outputs are kept")
     parser.add_argument("--npx", help="the npx executable (default: npx)")
+    parser.add_argument(
+        "--browserstack-upload-url",
+        metavar="URL",
+        help="where builds are uploaded for BrowserStack slots (BrowserStack's own by default)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="where fetched test bundles and builds are kept (default: ~/.cache/qgjob)",
+    )
     parser.add_argument(
         "--org-limit",
         action="append",

@@ -4,6 +4,7 @@ A config file looks like this (every key but ``slots`` is optional)::
 
     name = "lab-host-1"            # unique per agent; the default is the host name
     executor = "simulated"         # or "appwright"
+    cache_dir = "/var/cache/qgjob" # fetched bundles and builds, and their npm installs
 
     [[slots]]
     name = "pixel-8"               # unique on the agent; the AppWright project name
@@ -19,6 +20,7 @@ A config file looks like this (every key but ``slots`` is optional)::
     project_dir = "/srv/e2e"
     build_template = "builds/{app_version_id}.apk"
     work_dir = "/var/lib/qgjob/runs"
+    browserstack_upload_url = "https://api-cloud.browserstack.com/app-automate/upload"
 
     [policy]                       # runner.policy.ClaimPolicy
     ageing_per_s = 0.0033
@@ -29,6 +31,8 @@ A config file looks like this (every key but ``slots`` is optional)::
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 import socket
 import tomllib
 from collections.abc import Mapping
@@ -60,6 +64,11 @@ ExecutorName = Literal["simulated", "appwright"]
 TARGETS = ("emulator", "device", "browserstack")
 PLATFORMS = tuple(platform.value for platform in Platform)
 _positive = validators.gt(0.0)
+
+
+def _default_cache_dir() -> Path:
+    cache_home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache_home) / "qgjob"
 
 
 class ConfigError(QgjobError):
@@ -123,6 +132,14 @@ class AgentConfig:
     #: Extra time beyond a batch's run timeout before the runner kills the executor
     #: itself (the executor enforces the timeout first).
     kill_grace_s: float = attrs.field(default=60.0, validator=validators.ge(0))
+    #: Where the test bundles and builds jobs name are fetched to, shared by the agents
+    #: of one host (runner/blob_cache.py).
+    cache_dir: Path = attrs.field(factory=_default_cache_dir, converter=Path)
+    #: How long a BrowserStack upload is reused: BrowserStack deletes an app 30 days
+    #: after its upload, and a day less leaves the last batch that reuses it time to run.
+    upload_lifetime_s: float = attrs.field(
+        default=dt.timedelta(days=29).total_seconds(), validator=_positive
+    )
 
 
 _converter = cattrs.Converter(forbid_extra_keys=True)

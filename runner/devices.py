@@ -24,10 +24,9 @@ from ledger.events import (
     Target,
 )
 from ledger.store import StreamWrite, append, append_many, read_stream, stream_version
-from runner._sql import QUERIES
 from runner.executors import SlotSpec
 
-__all__ = ["SYSTEM_ORG", "DeviceStream", "device_id_for", "register_devices", "uploaded_build"]
+__all__ = ["SYSTEM_ORG", "DeviceStream", "device_id_for", "register_devices"]
 
 #: The org that device registrations are filed under: they belong to no customer.
 SYSTEM_ORG = "qgjob"
@@ -80,10 +79,10 @@ class DeviceStream:
         self.installed = app_version_id
 
     async def uploaded_build(
-        self, conn: psycopg.AsyncConnection[Any], app_version_id: str, reference: str, org_id: str
+        self, conn: psycopg.AsyncConnection[Any], upload: BuildUploaded, org_id: str
     ) -> None:
-        event = BuildUploaded(app_version_id=app_version_id, reference=reference)
-        await self._append(conn, event, org_id)
+        """Record an upload made for *org_id*, which only that org's batches reuse."""
+        await self._append(conn, upload, org_id)
 
     async def _append(self, conn: psycopg.AsyncConnection[Any], event: Event, org_id: str) -> None:
         metadata = Metadata(org_id=org_id, actor=f"runner:{self._agent_id}")
@@ -110,10 +109,3 @@ async def register_devices(
         for device in devices:
             device._version += 1
         return
-
-
-async def uploaded_build(conn: psycopg.AsyncConnection[Any], app_version_id: str) -> str | None:
-    """The reference recorded at the app version's last upload, if any."""
-    cursor = await conn.execute(QUERIES["uploaded_build"], {"app_version_id": app_version_id})
-    row = await cursor.fetchone()
-    return None if row is None else str(row[0])

@@ -201,7 +201,31 @@ where queue_timeout_s is not null
 limit 500;
 
 -- name: uploaded_build
-select data ->> 'reference' from events
-where type = 'BuildUploaded' and data ->> 'app_version_id' = %(app_version_id)s
+-- The organisation's latest upload of a build (runner/uploads.py): of its digest when the
+-- job named an uploaded build, else of the app version's build. Never another org's.
+select data ->> 'reference', (data ->> 'expires_at')::timestamptz
+from events
+where type = 'BuildUploaded'
+  and metadata ->> 'org_id' = %(org_id)s
+  and case when %(build)s::text is null
+           then data ->> 'build' is null and data ->> 'app_version_id' = %(app_version_id)s
+           else data ->> 'build' = %(build)s
+      end
 order by position desc
 limit 1;
+
+-- name: job_bundles
+-- The test bundle each job was submitted with, if any.
+select stream_id, data ->> 'bundle'
+from events
+where stream_id = any(%(job_ids)s) and type = 'JobSubmitted';
+
+-- name: lock_upload
+-- Held while one agent looks for, or makes, an organisation's upload of a build, so that
+-- agents on other hosts wait for its bs:// id instead of uploading the build again. A
+-- session lock, because the upload outlasts any transaction worth holding open; the
+-- lock goes with the connection should the agent die.
+select pg_advisory_lock(hashtextextended(%(key)s, 0));
+
+-- name: unlock_upload
+select pg_advisory_unlock(hashtextextended(%(key)s, 0));

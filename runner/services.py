@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections import defaultdict
 
 import attrs
 
+from runner.blob_cache import BlobCache
 from runner.config import AgentConfig
 from runner.executors import Executor
+from runner.uploads import Uploads
 from runner.wakeups import WakeUps
 from runner.writer import EventWriter
 
@@ -27,9 +28,9 @@ class SlotServices:
     writer: EventWriter
     wakeups: WakeUps
     rng: random.Random
-    #: BrowserStack references by app version, once known.
-    build_refs: dict[str, str]
-    #: One lock per app version, so that the agent uploads a build once.
-    uploads: defaultdict[str, asyncio.Lock]
+    #: The bundles and builds jobs name, fetched by digest.
+    blobs: BlobCache
+    #: BrowserStack uploads, made once per organisation and build.
+    uploads: Uploads
     #: Set when a slot finds the agent's lease lapsed.
     lease_lost: asyncio.Event

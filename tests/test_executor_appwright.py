@@ -30,6 +30,7 @@ from runner.executors import (
     SlotSpec,
     Target,
 )
+from tests.support.browserstack import CREDENTIALS, FakeBrowserStack, fake_browserstack
 from tests.support.executors import RecordingReporter
 
 pytestmark = pytest.mark.anyio
@@ -252,8 +253,6 @@ async def test_a_batch_whose_build_is_missing_errors_without_running(project: Pr
     [
         ("emulator", None, "{project}/builds/1.0.apk"),
         ("device", "builds/1.0.apk", "{project}/builds/1.0.apk"),
-        ("browserstack", "https://example.com/app.apk", "https://example.com/app.apk"),
-        ("browserstack", None, "{project}/builds/1.0.apk"),
         ("browserstack", "bs://f7c874f21852ba57957a3fdc", "bs://f7c874f21852ba57957a3fdc"),
     ],
 )
@@ -263,6 +262,56 @@ async def test_install_returns_the_build_reference_the_config_uses(
     slot = attrs.evolve(PIXEL, target=target)
     reference = await project.executor().install(slot, "1.0", build)
     assert reference == expected.format(project=project.dir)
+
+
+@pytest.fixture
+def browserstack(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeBrowserStack]:
+    monkeypatch.setenv("BROWSERSTACK_USERNAME", CREDENTIALS[0])
+    monkeypatch.setenv("BROWSERSTACK_ACCESS_KEY", CREDENTIALS[1])
+    with fake_browserstack() as fake:
+        yield fake
+
+
+async def test_a_browserstack_install_uploads_the_file_and_returns_its_bs_id(
+    project: Project, browserstack: FakeBrowserStack
+) -> None:
+    slot = attrs.evolve(PIXEL, target="browserstack")
+    executor = project.executor(browserstack_upload_url=browserstack.upload_url)
+
+    reference = await executor.install(slot, "1.0", None)
+
+    (upload,) = browserstack.uploads
+    assert reference == upload.app_url
+    assert (upload.filename, upload.content) == ("1.0.apk", b"apk")
+
+
+async def test_a_browserstack_install_hands_a_url_build_to_browserstack(
+    project: Project, browserstack: FakeBrowserStack
+) -> None:
+    slot = attrs.evolve(PIXEL, target="browserstack")
+    executor = project.executor(browserstack_upload_url=browserstack.upload_url)
+
+    reference = await executor.install(slot, "1.0", "https://example.com/app.apk")
+
+    (upload,) = browserstack.uploads
+    assert (reference, upload.url, upload.content) == (
+        upload.app_url,
+        "https://example.com/app.apk",
+        None,
+    )
+
+
+async def test_a_browserstack_install_refused_is_an_infrastructure_error(
+    project: Project, browserstack: FakeBrowserStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BROWSERSTACK_ACCESS_KEY", "wrong")
+    slot = attrs.evolve(PIXEL, target="browserstack")
+    executor = project.executor(browserstack_upload_url=browserstack.upload_url)
+
+    refused = "BrowserStack refused the build upload \\(401\\)"
+    with pytest.raises(InfrastructureError, match=refused):
+        await executor.install(slot, "1.0", None)
+    assert browserstack.uploads == []
 
 
 @attrs.frozen(kw_only=True)
@@ -371,13 +420,14 @@ async def test_a_missing_spec_file_is_an_error_for_that_job(project: Project) ->
     [("emulator", "emulator"), ("device", "local-device"), ("browserstack", "browserstack")],
 )
 async def test_the_run_uses_a_generated_config_and_appwrights_argv(
-    project: Project, target: Target, provider: str
+    project: Project, target: Target, provider: str, browserstack: FakeBrowserStack
 ) -> None:
     batch_jobs = jobs(project.spec("a.spec.ts"), project.spec("b.spec.ts"), "tests/a.spec.ts")
     reporter = RecordingReporter()
 
     slot = attrs.evolve(PIXEL, target=target)
-    await project.executor().run(batch(batch_jobs, slot=slot), reporter)
+    executor = project.executor(browserstack_upload_url=browserstack.upload_url)
+    await executor.run(batch(batch_jobs, slot=slot), reporter)
 
     assert {o.status for o in reporter.outcomes.values()} == {"passed"}
     (invoked,) = project.records("invoked")
@@ -402,7 +452,9 @@ async def test_the_run_uses_a_generated_config_and_appwrights_argv(
             "use": {
                 "platform": "android",
                 "device": {"provider": provider, "name": "Pixel 8", "osVersion": "14"},
-                "buildPath": str(project.dir / "builds" / "1.0.apk"),
+                "buildPath": browserstack.uploads[0].app_url
+                if target == "browserstack"
+                else str(project.dir / "builds" / "1.0.apk"),
             },
         }
     ]

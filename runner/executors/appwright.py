@@ -27,6 +27,7 @@ from . import _process_group
 from ._appwright_build import check_template, resolve_build
 from ._appwright_config import ConfigPaths, render_config
 from ._appwright_verdicts import judge, keep_attachments, outcome, read_tail
+from ._browserstack_upload import DEFAULT_UPLOAD_URL, upload_build
 from ._playwright_report import Report, ReportUnreadable, read_report
 from .base import (
     Batch,
@@ -54,7 +55,8 @@ def _no_whitespace(_instance: object, attribute: attrs.Attribute[Path], value: P
 class AppWrightExecutor:
     """Runs batches as ``npx appwright test <specs…> --config <generated> --project <slot>``."""
 
-    #: The AppWright project (package.json, node_modules, specs); the run's working dir.
+    #: The AppWright project (package.json, node_modules, specs); the run's working dir
+    #: for jobs that name no test bundle.
     project_dir: Path = attrs.field(converter=_absolute)
     #: Where builds live when a job names none, e.g. ``builds/{app_version_id}.apk``,
     #: relative to project_dir unless absolute or a URL.
@@ -66,18 +68,21 @@ class AppWrightExecutor:
     #: How long a run gets to stop after each signal: after a timeout's SIGINT (for
     #: Playwright to write its report), then after SIGTERM, before SIGKILL.
     stop_grace_s: float = attrs.field(default=10.0, validator=validators.ge(0))
+    #: Where builds for BrowserStack slots are uploaded.
+    browserstack_upload_url: str = DEFAULT_UPLOAD_URL
 
     name = "appwright"
+    needs_dependencies = True
 
     async def install(self, slot: SlotSpec, app_version_id: str, build: str | None) -> str:
         """Resolve the build the slot will run; AppWright itself installs or uploads it.
 
-        Returns the ``buildPath`` for the config: an absolute local path, a URL
-        (BrowserStack uploads it; for local devices it is downloaded here, once per app
-        version, since they need a file), or a ``bs://`` id (BrowserStack only). Raises
-        InfrastructureError naming the problem.
+        Returns the ``buildPath`` for the config: for local devices an absolute local
+        path (a URL is downloaded here, once per app version, since they need a file);
+        for BrowserStack a ``bs://`` id, uploading the build to get one unless it is one
+        already. Raises InfrastructureError naming the problem.
         """
-        return await resolve_build(
+        build_path = await resolve_build(
             slot,
             app_version_id,
             build,
@@ -85,6 +90,9 @@ class AppWrightExecutor:
             work_dir=self.work_dir,
             build_template=self.build_template,
         )
+        if slot.target == "browserstack" and not build_path.startswith("bs://"):
+            return await upload_build(build_path, upload_url=self.browserstack_upload_url)
+        return build_path
 
     async def run(self, batch: Batch, reporter: BatchReporter) -> None:
         """Run the batch in one AppWright invocation and report every job's outcome."""
@@ -95,39 +103,28 @@ class AppWrightExecutor:
         except (InfrastructureError, OSError) as exc:
             await _finish_all(reporter, batch.jobs, _reason(exc))
             return
+        project_dir = batch.project_dir or self.project_dir
         runnable: list[BatchJob] = []
         for job in batch.jobs:
-            refusal = self._refusal(job, first_build)
+            refusal = _refusal(job, first_build, project_dir)
             if refusal is None:
                 runnable.append(job)
             else:
                 await reporter.finished(outcome(job, "error", refusal, 0.0))
         if runnable:
-            await self._run_process(batch, runnable, build, reporter)
-
-    def _refusal(self, job: BatchJob, batch_build: str | None) -> str | None:
-        if _WHITESPACE.search(job.test_path):
-            return (
-                f"spec path {job.test_path!r} contains whitespace; AppWright splits its "
-                "arguments on spaces, so it cannot run it"
-            )
-        if job.build and job.build != batch_build:
-            return f"job build {job.build!r} differs from the batch's build {batch_build!r}"
-        spec = self.project_dir / job.test_path
-        if not spec.is_file():
-            return f"spec file not found: {spec}"
-        return None
+            await self._run_process(batch, runnable, build, project_dir, reporter)
 
     async def _run_process(
         self,
         batch: Batch,
         jobs: Sequence[BatchJob],
         build: str,
+        project_dir: Path,
         reporter: BatchReporter,
     ) -> None:
         batch_dir = self.work_dir / uuid.uuid4().hex
         paths = ConfigPaths(
-            project_dir=self.project_dir,
+            project_dir=project_dir,
             json_report=batch_dir / "report.json",
             junit_report=batch_dir / "junit.xml",
             html_report=batch_dir / "html-report",
@@ -144,7 +141,7 @@ class AppWrightExecutor:
             config.write_text(render_config(batch.slot, build, paths), encoding="utf-8")
             with log_path.open("wb") as log:
                 proc = await _process_group.spawn(
-                    argv, cwd=self.project_dir, env=_environment(paths), log=log
+                    argv, cwd=project_dir, env=_environment(paths), log=log
                 )
         except (InfrastructureError, OSError) as exc:
             await _finish_all(reporter, jobs, _reason(exc))
@@ -168,13 +165,13 @@ class AppWrightExecutor:
         except ReportUnreadable:
             report = None
         if report is not None:
-            keep_attachments(report, self.project_dir / "playwright-report", batch_dir)
+            keep_attachments(report, project_dir / "playwright-report", batch_dir)
         for job in jobs:
             await reporter.finished(
                 judge(
                     job,
                     report,
-                    project_dir=self.project_dir,
+                    project_dir=project_dir,
                     returncode=proc.returncode,
                     timed_out=timed_out,
                     timeout_s=batch.timeout_s,
@@ -217,6 +214,20 @@ def _is_playwright_runner(argv: Sequence[str]) -> bool:
         "playwright" in arg and Path(arg).name in ("playwright", "cli.js") and following == "test"
         for arg, following in itertools.pairwise(argv)
     )
+
+
+def _refusal(job: BatchJob, batch_build: str | None, project_dir: Path) -> str | None:
+    if _WHITESPACE.search(job.test_path):
+        return (
+            f"spec path {job.test_path!r} contains whitespace; AppWright splits its "
+            "arguments on spaces, so it cannot run it"
+        )
+    if job.build and job.build != batch_build:
+        return f"job build {job.build!r} differs from the batch's build {batch_build!r}"
+    spec = project_dir / job.test_path
+    if not spec.is_file():
+        return f"spec file not found: {spec}"
+    return None
 
 
 def _check_project_name(slot: SlotSpec) -> None:

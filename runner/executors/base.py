@@ -7,6 +7,7 @@ one app version) on it, reporting each job's start and outcome as they happen.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Literal, Protocol
 from uuid import UUID
 
@@ -89,7 +90,8 @@ class BatchJob:
     job_id: UUID
     #: The spec file, relative to the AppWright project directory.
     test_path: str
-    #: The job's own build (path, URL or ``bs://`` id), if it gave one.
+    #: The job's own build (a local path, a URL or a ``bs://`` id), if it gave one; an
+    #: uploaded build arrives as the local path it was fetched to.
     build: str | None = None
     #: 1 for the first attempt.
     attempt: int = 1
@@ -104,6 +106,8 @@ class Batch:
     jobs: tuple[BatchJob, ...]
     #: Run timeout for the whole batch, in seconds.
     timeout_s: float
+    #: The unpacked test bundle the specs run from; None: the executor's own project.
+    project_dir: Path | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -141,6 +145,11 @@ class Executor(Protocol):
 
     @property
     def name(self) -> str: ...
+
+    @property
+    def needs_dependencies(self) -> bool:
+        """Whether a test bundle's npm dependencies must be installed before it runs."""
+        ...
 
     async def install(self, slot: SlotSpec, app_version_id: str, build: str | None) -> str | None:
         """Make the build available to the slot.

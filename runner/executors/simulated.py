@@ -60,6 +60,8 @@ class SimulatedExecutor:
     time_scale: float = attrs.field(default=1.0, converter=float, validator=_duration)
 
     name = "simulated"
+    #: Nothing runs from a bundle, so nothing is installed for one.
+    needs_dependencies = False
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> SimulatedExecutor:
