@@ -8,4 +8,4 @@ create table fleet_turns (
     done_at timestamptz not null
 );
 
-insert into fleet_turns (chore, done_at) values ('maintenance', '-infinity');
+insert into fleet_turns (chore, done_at) values ('maintenance', 'epoch');
