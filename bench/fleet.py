@@ -19,7 +19,7 @@ It measures, in order:
    database's clock).
 
 Sizes: ``FLEET_AGENTS`` (200), ``FLEET_PROCESSES`` (10); ``FLEET_POLL_S`` sets the
-agents' poll interval (1 s, the default of runner/config.py). Last line:
+agents' poll interval (10 s, as by default). Last line:
 ``RESULT agents=… connections_per_agent=… idle_cpu_pct=… claims_per_job=… claims_per_s=…
 submit_to_start_p99_ms=…``.
 """
@@ -54,8 +54,8 @@ AGENTS = int(os.environ.get("FLEET_AGENTS", "200"))
 PROCESSES = int(os.environ.get("FLEET_PROCESSES", "10"))
 SLOTS_PER_AGENT = 4
 IDLE_S = float(os.environ.get("FLEET_IDLE_S", "20"))
-#: Each agent's poll_interval_s (runner/config.py).
-POLL_S = float(os.environ.get("FLEET_POLL_S", "1"))
+#: Each agent's poll_interval_s (10 s is runner/config.py's default).
+POLL_S = float(os.environ.get("FLEET_POLL_S", "10"))
 SUITES = int(os.environ.get("FLEET_SUITES", "40"))
 ONE_JOB_ROUNDS = 5
 ONE_JOB_WINDOW_S = 1.0
