@@ -22,7 +22,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -85,6 +85,8 @@ class EmbeddedCluster:
 
     #: The cluster's data directory (PGDATA), made absolute.
     data_dir: Path = attrs.field(converter=_absolute)
+    #: Server settings over the defaults, e.g. a bench's ``max_connections``.
+    settings: Mapping[str, str] = attrs.field(factory=dict)
 
     @property
     def socket_dir(self) -> Path:
@@ -221,7 +223,11 @@ class EmbeddedCluster:
             lock.unlink(missing_ok=True)
 
     def _pg_ctl_start(self, account: pwd.struct_passwd | None) -> None:
-        settings = {**_SETTINGS, "unix_socket_directories": str(self.socket_dir)}
+        settings = {
+            **_SETTINGS,
+            **self.settings,
+            "unix_socket_directories": str(self.socket_dir),
+        }
         # pg_ctl hands the options to postgres through the shell.
         options = " ".join(
             f"-c {shlex.quote(f'{name}={value}')}" for name, value in settings.items()

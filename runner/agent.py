@@ -4,7 +4,8 @@ Besides the slots, an agent runs: the EventWriter (results, batched), a listener
 wakes an idle slot when work may wait for its target, a poll timer that does the same
 in case a notification was lost, a heartbeat that renews its lease, a watcher that
 stops batches whose jobs were cancelled, and maintenance shared by all agents (rescue
-lapsed agents' jobs, time out overdue queued jobs).
+lapsed agents' jobs, time out overdue queued jobs, wake agents for retries that fell
+due), which one agent of the fleet does per interval, in turn.
 
 Each process takes a fresh agent id (``name:random``), so a restarted agent never
 mistakes its previous life's lease for its own; it declares earlier processes of its
@@ -159,7 +160,9 @@ class Agent:
                 background = [
                     group.create_task(writer.run()),
                     group.create_task(self._hold_lease(lease)),
-                    group.create_task(self._every(config.maintenance_interval_s, self._maintain)),
+                    group.create_task(
+                        self._every(config.maintenance_interval_s, self._maintain_in_turn)
+                    ),
                     group.create_task(self._every(config.cancel_poll_s, self._check_cancels)),
                     group.create_task(self._poll()),
                 ]
@@ -272,6 +275,16 @@ class Agent:
                 _log.error("agent %s: lease lost; handing back its work", self.agent_id)
                 self._lease_lost.set()
                 return
+
+    async def _maintain_in_turn(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """The fleet's maintenance, if this agent's turn came: one agent per interval
+        does it (migrations/110_fleet_maintenance_turns.sql)."""
+        params = {"interval_s": self.config.maintenance_interval_s}
+        turn = await (await conn.execute(QUERIES["take_maintenance_turn"], params)).fetchone()
+        if turn is None:
+            return
+        await self._maintain(conn)
+        await conn.execute(QUERIES["notify_due_retries"], {"since": turn[0]})
 
     async def _maintain(self, conn: psycopg.AsyncConnection[Any]) -> None:
         rescued = await rescue_lapsed_agents(

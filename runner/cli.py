@@ -74,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="at most N slots for ORG at once, across all agents (repeatable)",
     )
     parser.add_argument("--lease-ttl", type=float, metavar="S", help="lease lifetime (10)")
-    parser.add_argument("--poll-interval", type=float, metavar="S", help="idle poll (1)")
+    parser.add_argument("--poll-interval", type=float, metavar="S", help="idle poll (10)")
     parser.add_argument("--default-timeout", type=float, metavar="S", help="run timeout (900)")
     parser.add_argument("--drain-timeout", type=float, metavar="S", help="SIGTERM grace (60)")
     parser.add_argument("--ageing-per-s", type=float, help="priority points gained per second")

@@ -123,8 +123,10 @@ class AgentConfig:
     #: How often lapsed leases and queue timeouts are looked for.
     maintenance_interval_s: float = attrs.field(default=1.0, validator=_positive)
     #: An idle slot of each target looks at the queue about this often, notification or
-    #: not (jittered by ±50 %).
-    poll_interval_s: float = attrs.field(default=1.0, validator=_positive)
+    #: not (jittered by ±50 %). Only a lost notification waits for it (retries that fall
+    #: due are notified by the fleet's maintenance); every agent's poll is a claim, so a
+    #: short one costs a fleet dear (docs/scaling.md).
+    poll_interval_s: float = attrs.field(default=10.0, validator=_positive)
     #: Running jobs are checked for cancellation at least this often.
     cancel_poll_s: float = attrs.field(default=0.5, validator=_positive)
     #: On SIGTERM, how long the current test may still take before it is stopped too.

@@ -189,6 +189,28 @@ where agent_id = %(agent_id)s
 order by job_id
 for update;
 
+-- name: take_maintenance_turn
+-- This agent's turn at the fleet's maintenance, if it fell due: the time of the last
+-- turn, or no row. An agent that loses the race skips the row instead of waiting.
+with due as (
+    select chore, done_at from fleet_turns
+    where chore = 'maintenance'
+      and done_at <= now() - make_interval(secs => %(interval_s)s)
+    for update skip locked
+)
+update fleet_turns t set done_at = now()
+from due where t.chore = due.chore
+returning due.done_at;
+
+-- name: notify_due_retries
+-- Wake the agents of each target where a retry's backoff ran out since the last turn:
+-- nothing else tells them that the job became claimable.
+select pg_notify('qgjob_queue', target)
+from (select distinct target from open_jobs
+      where device_id is null
+        and not_before > %(since)s
+        and not_before <= now()) due;
+
 -- name: queue_overdue
 -- Jobs that never started and waited longer than their queue timeout. The wait is
 -- compared in seconds: no interval is built from a stored number, however large.

@@ -2,7 +2,8 @@
 
 An agent whose database connection is gone is dead: its life lock is free
 (migrations/042_agent_life_locks.sql), and the rescuer ends its lease at once. One agent
-at a time does this, so that a large fleet does not try every lock every second.
+of the fleet does this per maintenance interval (runner/agent.py takes turns), and
+never two at once, so that a large fleet does not try every lock many times a second.
 
 open_jobs lists every attempt a lapsed agent still holds. For each, the rescuer appends
 JobLeaseExpired — the attempt counts — and a JobRetryScheduled with backoff while the

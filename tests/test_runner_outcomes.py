@@ -82,6 +82,25 @@ async def test_an_idle_agent_hears_of_a_retry_without_waiting_for_its_poll(db_ur
     assert types[-1] == "JobPassed" and types.count("JobAssigned") == 2
 
 
+async def test_a_retry_whose_backoff_ran_out_wakes_an_idle_agent_without_its_poll(
+    db_url: str,
+) -> None:
+    """Nothing is appended when a backoff runs out: the fleet's maintenance tells the
+    agents. With a poll of a minute, both attempts of the broken device still come
+    within seconds."""
+    agent = agent_config(
+        "patient",
+        "emulator:1",
+        poll_interval_s=60.0,
+        retry={"backoff_s": 0.5, "infra_attempts": 2},
+    )
+    async with pipeline(db_url, agent):
+        (broken,) = await submit(db_url, [job("infra-device")])
+        await wait_all_ended(db_url, [broken], timeout=15.0)
+    types = [recorded.type for recorded in (await histories(db_url, [broken]))[broken]]
+    assert types.count("JobAssigned") == 2 and types[-1] == "JobFailed"
+
+
 async def test_a_job_that_never_starts_in_time_times_out_in_the_queue(db_url: str) -> None:
     """No BrowserStack slot exists, so the job waits past its queue timeout."""
     agent = agent_config("emulators-only", "emulator:1")
