@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint bench man clean browser containers
+.PHONY: up test test-fast lint bench man clean browser containers
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ containers:
 
 test: $(STAMP) browser containers
 	$(BIN)/pytest
+
+# The inner loop: everything but the tests that spawn processes, drive a browser or a
+# container, or run many jobs (marked slow); under a minute on 2 cores.
+test-fast: $(STAMP)
+	$(BIN)/pytest -m 'not slow'
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

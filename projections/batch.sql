@@ -28,6 +28,6 @@ where job_id = any(%(job_ids)b::uuid[]);
 -- name: load_devices
 select device_id, version, name, target, agent_id, capabilities, state, current_group,
        installed_apps, installs, registered_at, last_seen_at, active_jobs, attempts, busy_s,
-       retired_at, installed_by_org
+       retired_at, installed_by_org, lease_expiries
 from devices
 where device_id = any(%(device_ids)b::uuid[]);

@@ -39,6 +39,7 @@ from tests.support.waiting import async_wait_until, wait_until
 
 pytestmark = [
     pytest.mark.anyio,
+    pytest.mark.slow,
     pytest.mark.skipif(not Path("/proc/self").exists(), reason="finds the server's processes"),
 ]
 

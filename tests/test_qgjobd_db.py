@@ -15,6 +15,8 @@ import pytest
 from tests.support.api import REPO_ROOT
 from tests.support.dirs import server_dir
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def data_dir() -> Iterator[Path]:

@@ -333,3 +333,28 @@ async def _submit_one(url: str) -> None:
                 )
             ),
         )
+
+
+@pytest.mark.anyio
+async def test_a_projector_that_loads_a_device_row_keeps_its_lease_expiries(db_url: str) -> None:
+    """A projector that did not see a device's earlier events (restarted, or another
+    process) loads its row: the lease expiries counted so far carry on from the row, as a
+    rebuild counts them, instead of starting again from 0."""
+    device, job = uuid.uuid4(), uuid.uuid4()
+    registered = DeviceRegistered(name="d1", target=Target.EMULATOR, agent_id="a")
+    submitted = JobSubmitted(
+        org_id="acme", app_version_id="v1", test_path="a.spec.js", target=Target.EMULATOR
+    )
+    async with connected(db_url) as conn:
+        await record(conn, device, registered)
+        await record(conn, job, *grouped(submitted))
+        await record(conn, job, JobAssigned(attempt=1, device_id=device, agent_id="a"))
+        await record(conn, job, JobLeaseExpired(attempt=1, agent_id="a"))
+        await Projector(db_url).catch_up()
+        await record(conn, device, DeviceHeartbeat(agent_id="a"))
+        await Projector(db_url).catch_up()  # a new process: it loads the device's row
+        live = await snapshot(conn)
+        await rebuild(db_url)
+        assert await snapshot(conn) == live
+        [row] = await fetch(conn, "select lease_expiries from devices")
+        assert row["lease_expiries"] == 1
