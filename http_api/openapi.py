@@ -43,7 +43,6 @@ def _path(name: str) -> Json:
     }
 
 
-_ORG = ORG_PARAMETER
 #: What any route that needs a token may answer besides its own: bad input, no token,
 #: another organisation or a token without the scope, the database away.
 _AUTHED_ERRORS = (400, 401, 403, 503)
@@ -119,7 +118,7 @@ def _get_job(wait: Json) -> Json:
     return {
         "summary": "A job; with ?wait=N, held until it has ended or N seconds passed",
         "security": _AUTHED,
-        "parameters": [_path("job_id"), wait, _ORG],
+        "parameters": [_path("job_id"), wait, ORG_PARAMETER],
         "responses": {
             "200": json_body(ref("Job"), "the job"),
             **error_bodies(*_AUTHED_ERRORS, 404),
@@ -140,7 +139,7 @@ def _paths(max_wait_s: float) -> Json:
             "get": {
                 "summary": "What the dashboard shows",
                 "security": _AUTHED,
-                "parameters": [_ORG],
+                "parameters": [ORG_PARAMETER],
                 "responses": {
                     "200": json_body(ref("Snapshot"), "counts, queue, groups, devices, jobs"),
                     **error_bodies(*_AUTHED_ERRORS),
@@ -151,7 +150,7 @@ def _paths(max_wait_s: float) -> Json:
             "get": {
                 "summary": "Server-sent events: a `snapshot` event now and on every change",
                 "security": _AUTHED,
-                "parameters": [_ORG],
+                "parameters": [ORG_PARAMETER],
                 "responses": {
                     "200": {"description": "an event stream", "content": {"text/event-stream": {}}},
                     **error_bodies(*_AUTHED_ERRORS),
@@ -164,7 +163,7 @@ def _paths(max_wait_s: float) -> Json:
                 "summary": "Jobs, newest first, keyset-paginated",
                 "security": _AUTHED,
                 "parameters": [
-                    _ORG,
+                    ORG_PARAMETER,
                     _query(
                         "status", "only jobs in this status", {"type": "string", "enum": STATUSES}
                     ),
@@ -203,7 +202,7 @@ def _paths(max_wait_s: float) -> Json:
             "get": {
                 "summary": "The job's timeline: every event of its stream",
                 "security": _AUTHED,
-                "parameters": [_path("job_id"), _ORG],
+                "parameters": [_path("job_id"), ORG_PARAMETER],
                 "responses": {
                     "200": json_body(
                         {
@@ -220,7 +219,7 @@ def _paths(max_wait_s: float) -> Json:
             "post": {
                 "summary": "Cancel a job; one that has already ended is returned unchanged",
                 "security": _AUTHED,
-                "parameters": [_path("job_id"), _ORG],
+                "parameters": [_path("job_id"), ORG_PARAMETER],
                 "requestBody": _REASON_BODY,
                 "responses": {
                     "200": json_body(ref("Job"), "the job, cancelled or as it ended"),
@@ -232,7 +231,7 @@ def _paths(max_wait_s: float) -> Json:
             "get": {
                 "summary": "A suite's jobs and counts; with ?wait=N, held until every job ended",
                 "security": _AUTHED,
-                "parameters": [_path("run_id"), wait, _ORG],
+                "parameters": [_path("run_id"), wait, ORG_PARAMETER],
                 "responses": {
                     "200": json_body(ref("Run"), "the run"),
                     **error_bodies(*_AUTHED_ERRORS, 404),
@@ -243,7 +242,7 @@ def _paths(max_wait_s: float) -> Json:
             "post": {
                 "summary": "Cancel every job of a run that has not ended",
                 "security": _AUTHED,
-                "parameters": [_path("run_id"), _ORG],
+                "parameters": [_path("run_id"), ORG_PARAMETER],
                 "requestBody": _REASON_BODY,
                 "responses": {
                     "200": json_body(ref("Run"), "the run, its unfinished jobs cancelled"),
@@ -256,7 +255,7 @@ def _paths(max_wait_s: float) -> Json:
                 "summary": "Cancel the unfinished jobs of the organisation's older runs that "
                 "share this run's supersede_key",
                 "security": _AUTHED,
-                "parameters": [_path("run_id"), _ORG],
+                "parameters": [_path("run_id"), ORG_PARAMETER],
                 "responses": {
                     "200": json_body(
                         {
@@ -279,7 +278,7 @@ def _paths(max_wait_s: float) -> Json:
                 "?all=true lists every test",
                 "security": _AUTHED,
                 "parameters": [
-                    _ORG,
+                    ORG_PARAMETER,
                     _query("all", "every test, not only flaky ones", {"type": "boolean"}),
                     _query(
                         "limit",
@@ -306,7 +305,7 @@ def _paths(max_wait_s: float) -> Json:
                 "summary": "Groups of jobs that share a device install",
                 "security": _AUTHED,
                 "parameters": [
-                    _ORG,
+                    ORG_PARAMETER,
                     _query(
                         "limit",
                         "how many",
@@ -329,7 +328,7 @@ def _paths(max_wait_s: float) -> Json:
             "get": {
                 "summary": "Device slots and what they hold",
                 "security": _AUTHED,
-                "parameters": [_ORG],
+                "parameters": [ORG_PARAMETER],
                 "responses": {
                     "200": json_body(
                         {
@@ -362,7 +361,7 @@ def _paths(max_wait_s: float) -> Json:
                 "summary": "Prometheus metrics: with tokens, the token's organisation's figures "
                 "and the fleet's, for a token with the metrics scope",
                 "security": _AUTHED,
-                "parameters": [_ORG],
+                "parameters": [ORG_PARAMETER],
                 "responses": {
                     "200": {"description": "text exposition format", "content": {"text/plain": {}}},
                     **error_bodies(*_AUTHED_ERRORS),

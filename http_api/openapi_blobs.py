@@ -15,7 +15,6 @@ _DIGEST: Json = {
     "description": "the SHA-256 of the content, 64 lowercase hex digits",
     "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
 }
-_ORG = ORG_PARAMETER
 
 
 def _error(description: str) -> Json:
@@ -46,7 +45,7 @@ BLOB_PATHS: Json = {
             "security": _AUTHED,
             "parameters": [
                 _DIGEST,
-                _ORG,
+                ORG_PARAMETER,
                 {
                     "name": "kind",
                     "in": "query",
@@ -82,7 +81,7 @@ BLOB_PATHS: Json = {
         "get": {
             "summary": "Download a blob, streamed; HEAD tells whether it is stored",
             "security": _AUTHED,
-            "parameters": [_DIGEST, _ORG],
+            "parameters": [_DIGEST, ORG_PARAMETER],
             "responses": {
                 "200": {
                     "description": "the content (X-Blob-Kind and X-Blob-Name say what it is)",

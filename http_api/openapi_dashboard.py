@@ -7,7 +7,6 @@ from http_api.openapi_schemas import ORG_PARAMETER, Json, error_bodies, json_bod
 
 __all__ = ["DASHBOARD_PATHS"]
 
-_ORG = ORG_PARAMETER
 _AUTHED: list[Json] = [{"bearer": []}]
 _TIME: Json = {"type": "string", "format": "date-time"}
 _COUNTS: Json = {"type": "object", "additionalProperties": {"type": "integer"}}
@@ -94,7 +93,7 @@ DASHBOARD_PATHS: Json = {
         "get": {
             "summary": "Server-sent events: `changed` now and whenever the projections change",
             "security": _AUTHED,
-            "parameters": [_ORG],
+            "parameters": [ORG_PARAMETER],
             "responses": {
                 "200": {"description": "an event stream", "content": {"text/event-stream": {}}},
                 **error_bodies(400, 401, 403),
@@ -104,7 +103,7 @@ DASHBOARD_PATHS: Json = {
     "/dashboard/runs": _get(
         "Recent runs, newest first, with their jobs by status",
         [
-            _ORG,
+            ORG_PARAMETER,
             {
                 "name": "limit",
                 "in": "query",
@@ -125,7 +124,7 @@ DASHBOARD_PATHS: Json = {
     "/dashboard/runs/{run_id}": _get(
         "One run: progress, jobs with per-test results, per-profile breakdown",
         [
-            _ORG,
+            ORG_PARAMETER,
             {
                 "name": "run_id",
                 "in": "path",
@@ -149,7 +148,7 @@ DASHBOARD_PATHS: Json = {
     "/dashboard/timeline": _get(
         "The device timeline: lanes (slots) and bars (installs, attempts) over a window",
         [
-            _ORG,
+            ORG_PARAMETER,
             {
                 "name": "window",
                 "in": "query",
@@ -180,7 +179,7 @@ DASHBOARD_PATHS: Json = {
     ),
     "/dashboard/devices": _get(
         "Device slots with utilisation over the last hour; the queue by target and profile",
-        [_ORG],
+        [ORG_PARAMETER],
         {
             "type": "object",
             "properties": {

@@ -22,7 +22,7 @@ import pytest
 
 from http_api.tokens import create_token
 from tests.support.browser import CHROMIUM, Page, open_page
-from tests.support.stack import running_stack
+from tests.support.stack import LAB, running_stack
 from tests.support.waiting import wait_until
 
 pytestmark = [
@@ -32,24 +32,7 @@ pytestmark = [
     ),
 ]
 
-FLEET = """
-name = "lab"
-
-[[slots]]
-name = "android-1"
-target = "emulator"
-capabilities = { platform = "android", device = "Pixel 7", os_version = "13" }
-
-[[slots]]
-name = "android-2"
-target = "emulator"
-capabilities = { platform = "android", device = "Pixel 7", os_version = "13" }
-
-[[slots]]
-name = "ios-sim"
-target = "emulator"
-capabilities = { platform = "ios", device = "iPhone 15", os_version = "17.2" }
-
+FLEET = LAB + """
 [[slots]]
 name = "phone-1"
 target = "device"

@@ -16,30 +16,13 @@ from ledger.events import Target
 from runner.executors import SlotSpec
 from tests.support.factories import submitted
 from tests.support.runner import agent_config, pipeline, submit, wait_all_ended
-from tests.support.stack import qgjob, running_stack
+from tests.support.stack import LAB, qgjob, running_stack
 from tests.support.waiting import async_wait_until
 
 pytestmark = pytest.mark.slow
 
 #: 2 Android emulators, 1 iOS simulator and BrowserStack with a Pixel 8 and an iPhone 15.
-FLEET = """
-name = "lab"
-
-[[slots]]
-name = "android-1"
-target = "emulator"
-capabilities = { platform = "android", device = "Pixel 7", os_version = "13" }
-
-[[slots]]
-name = "android-2"
-target = "emulator"
-capabilities = { platform = "android", device = "Pixel 7", os_version = "13" }
-
-[[slots]]
-name = "ios-sim"
-target = "emulator"
-capabilities = { platform = "ios", device = "iPhone 15", os_version = "17.2" }
-
+FLEET = LAB + """
 [[slots]]
 name = "bs-pixel-8"
 target = "browserstack"

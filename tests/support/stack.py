@@ -21,7 +21,29 @@ from projections.projector import Projector
 from tests.support.api import REPO_ROOT, uvicorn_server
 from tests.support.projector import fresh_database
 
-__all__ = ["qgjob", "runner_process", "running_stack"]
+__all__ = ["LAB", "qgjob", "runner_process", "running_stack"]
+
+
+#: A runner config's start: an agent with 2 Android emulators and 1 iOS simulator, to
+#: which a test adds its own slots and its [simulated] timings.
+LAB = """
+name = "lab"
+
+[[slots]]
+name = "android-1"
+target = "emulator"
+capabilities = { platform = "android", device = "Pixel 7", os_version = "13" }
+
+[[slots]]
+name = "android-2"
+target = "emulator"
+capabilities = { platform = "android", device = "Pixel 7", os_version = "13" }
+
+[[slots]]
+name = "ios-sim"
+target = "emulator"
+capabilities = { platform = "ios", device = "iPhone 15", os_version = "17.2" }
+"""
 
 
 @contextlib.contextmanager
